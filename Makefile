@@ -1,0 +1,46 @@
+# vcube — run `make help` for the targets.
+SHELL := bash
+.DEFAULT_GOAL := help
+PYTHON ?= $(shell scripts/find-python.sh)
+VENV := .venv
+BIN := $(VENV)/bin
+SPEC ?= datasets/sample.yaml
+
+.PHONY: help setup run test lint format render bench image submit clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "error: need Python >= 3.12 (see scripts/find-python.sh)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.core: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.dev: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@ $(VENV)/.core
+
+setup: $(VENV)/.dev ## Create .venv (Python >= 3.12) with vcube and the dev tools
+
+run: $(VENV)/.core ## Write the sample archive and build + validate the sample cube
+	$(BIN)/vcube sample build/sample-archive
+	$(BIN)/vcube run $(SPEC)
+
+test: $(VENV)/.dev ## Install and run the whole test suite
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.dev ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(VENV)/.dev ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: ## Remove build outputs (not the venv)
+	rm -rf build
