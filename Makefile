@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SPEC ?= datasets/sample.yaml
 
-.PHONY: help setup run test lint format render bench image submit clean
+.PHONY: help setup run test lint format render bench image lock submit clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-8s %s\n", $$1, $$2}'
@@ -41,6 +41,18 @@ lint: $(VENV)/.dev ## ruff (lint + format check) and mypy
 format: $(VENV)/.dev ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+IMAGE ?= vcube-worker
+TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
+
+lock: $(VENV)/.dev ## Regenerate image/requirements.lock (hash-pinned) from pyproject.toml
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.12 \
+	  --custom-compile-command "make lock" --quiet -o image/requirements.lock
+
+image: ## Build the worker image vcube-worker:<git sha> with Docker (fails if no engine)
+	@docker info >/dev/null 2>&1 || { echo "error: no Docker engine reachable ('docker info' failed):" \
+	  "the image was NOT built. Run 'make image' where Docker runs (CI: .github/workflows/image.yml)." >&2; exit 1; }
+	docker build -f image/Dockerfile -t $(IMAGE):$(TAG) .
 
 clean: ## Remove build outputs (not the venv)
 	rm -rf build
