@@ -84,7 +84,7 @@ class Source(_Model):
 
 
 class DimSpec(_Model):
-    """One concat dimension, ordered by path fields; coordinate values from the files or the path."""
+    """One concat dimension, ordered by path fields; coordinates from the files or the path."""
 
     name: str
     order_by: list[str] = Field(min_length=1)
@@ -126,7 +126,9 @@ class DatasetSpec(_Model):
     @classmethod
     def _name_is_slug(cls, v: str) -> str:
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", v):
-            raise ValueError("name must be lower-case letters, digits and '-' (it names k8s objects)")
+            raise ValueError(
+                "name must be lower-case letters, digits and '-' (it names k8s objects)"
+            )
         return v
 
     @model_validator(mode="after")

@@ -1,0 +1,245 @@
+"""The `vcube` command: the same verbs on a laptop and in an Argo pod.
+
+Machine-readable JSON goes to stdout (and to --outputs-dir for Argo output parameters),
+progress and logs to stderr. Exit codes: 0 success, 1 the data or the cube is at fault,
+2 bad usage or spec, 3 storage unreachable, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vcube import __version__
+
+EXIT_FAILED, EXIT_USAGE, EXIT_STORAGE, EXIT_INTERRUPTED = 1, 2, 3, 130
+log = logging.getLogger("vcube")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "msg": record.getMessage(),
+                "time": self.formatTime(record),
+            }
+        )
+
+
+def _setup_logging(fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+def _grid(text: str) -> tuple[int, int]:
+    try:
+        a, b = text.lower().split("x")
+        return int(a), int(b)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NLATxNLON like 48x40, got {text!r}") from None
+
+
+def _progress_writer() -> Callable[[int, int], None] | None:
+    """Argo shows task progress from the file named by ARGO_PROGRESS_FILE ("N/M")."""
+    path = os.environ.get("ARGO_PROGRESS_FILE")
+    if not path:
+        return None
+
+    def write(done: int, total: int) -> None:
+        Path(path).write_text(f"{done}/{total}")
+
+    return write
+
+
+def _emit(summary: dict[str, Any], outputs_dir: str | None) -> None:
+    print(json.dumps(summary, sort_keys=True, default=str))
+    if outputs_dir:
+        out = Path(outputs_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps(summary, sort_keys=True, default=str))
+        for k, v in summary.items():
+            if isinstance(v, (int, float, str, bool)):
+                (out / k).write_text(str(v).lower() if isinstance(v, bool) else str(v))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vcube", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"vcube {__version__}")
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("VCUBE_LOG_FORMAT", "text"),
+        help="log lines on stderr (env VCUBE_LOG_FORMAT; pods use json)",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, help: str, spec: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        if spec:
+            sp.add_argument("spec", metavar="SPEC", help="dataset spec file (YAML)")
+            sp.add_argument(
+                "--outputs-dir",
+                default=os.environ.get("VCUBE_OUTPUTS_DIR"),
+                help="also write summary.json and one file per scalar here (Argo outputs)",
+            )
+        return sp
+
+    s = cmd("sample", "write a synthetic archive with the OAE atlas layout", spec=False)
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("--polygons", type=int, default=2)
+    s.add_argument("--dates", type=int, default=4, help="injection months (1-4)")
+    s.add_argument("--months", type=int, default=12)
+    s.add_argument("--grid", type=_grid, default=(48, 40), help="NLATxNLON (default 48x40)")
+    s.add_argument("--levels", type=int, default=60)
+    s.add_argument("--seed", type=int, default=0)
+
+    s = cmd("plan", "list the source and write the plan to the work area (opens no file)")
+    s.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="leave the chunks of planned-but-missing files empty instead of failing",
+    )
+    cmd("init", "create or grow the Icechunk cube to the planned shape (idempotent)")
+    s = cmd("scan", "scan one shard's files (HDF5 metadata only) into the work area")
+    s.add_argument("--shard", required=True, default=os.environ.get("VCUBE_SHARD"))
+    s = cmd("commit", "write one group into the cube and commit it (no-op if already committed)")
+    s.add_argument("--group", required=True, default=os.environ.get("VCUBE_GROUP"))
+    s = cmd("validate", "check dims, chunks and sampled values against the source files")
+    s.add_argument("--samples", type=int, default=3, help="files compared value by value")
+    s = cmd("run", "the whole build on this machine: plan, init, scan, commit, validate")
+    s.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    s.add_argument("--groups", default="", help="comma-separated group ids (default: all)")
+    s.add_argument("--allow-missing", action="store_true")
+    s.add_argument("--samples", type=int, default=3)
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s = cmd("status", "committed / pending / failed groups, and an Argo workflow's progress")
+    s.add_argument("--workflow", help="also show this Argo workflow's phase and progress")
+    cmd("info", "print the Python snippet that opens the cube")
+    return p
+
+
+def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.command == "sample":
+        from vcube.sample import write_sample_archive
+
+        files = write_sample_archive(
+            args.dir,
+            polygons=args.polygons,
+            dates=args.dates,
+            months=args.months,
+            grid=args.grid,
+            levels=args.levels,
+            seed=args.seed,
+            progress=sys.stderr.isatty(),
+        )
+        return {"step": "sample", "dir": str(args.dir), "files": len(files)}
+
+    from vcube import cube, steps
+    from vcube import spec as spec_mod
+
+    spec = spec_mod.load_spec(args.spec)
+    if args.command == "plan":
+        summary = steps.plan_step(spec, allow_missing=args.allow_missing)
+        if args.outputs_dir:
+            from vcube import catalog
+
+            groups = steps.groups_listing(catalog.load_plan(spec))
+            Path(args.outputs_dir).mkdir(parents=True, exist_ok=True)
+            (Path(args.outputs_dir) / "groups.json").write_text(json.dumps(groups))
+        return summary
+    if args.command == "init":
+        return steps.init_step(spec)
+    if args.command == "scan":
+        return steps.scan_step(spec, args.shard, on_file=_progress_writer())
+    if args.command == "commit":
+        return steps.commit_step(spec, args.group, on_file=_progress_writer())
+    if args.command == "validate":
+        return steps.validate_step(spec, samples=args.samples)
+    if args.command == "status":
+        summary = steps.status_step(spec)
+        if args.workflow:
+            from vcube import argo
+
+            summary["workflow"] = argo.workflow_progress(args.workflow)
+        return summary
+    if args.command == "info":
+        print(cube.opening_snippet(spec))
+        return None
+    if args.command == "run":
+        from vcube.run_local import run_local
+
+        groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+        summary = run_local(
+            spec,
+            workers=args.workers,
+            groups=groups or None,
+            allow_missing=args.allow_missing,
+            samples=args.samples,
+            progress=not args.quiet,
+        )
+        print(
+            f"\nvcube: {summary['files']} files, {summary['refs']} chunk refs written, "
+            f"{summary['commits']} commits, {summary['seconds']} s"
+            + (" (the cube was already up to date)" if summary["up_to_date"] else ""),
+            file=sys.stderr,
+        )
+        print("Open the cube with xarray:\n\n" + cube.opening_snippet(spec) + "\n", file=sys.stderr)
+        return summary
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_format)
+    # Icechunk warns about local-filesystem commits on every open; the local executor commits
+    # from one process, so only errors are worth a line. Set ICECHUNK_LOG to see more.
+    os.environ.setdefault("ICECHUNK_LOG", "error")
+    from vcube.catalog import PlanError
+    from vcube.cube import CommitError
+    from vcube.scan import ScanError
+    from vcube.spec import SpecError
+    from vcube.storage import StorageError
+    from vcube.template import TemplateError
+    from vcube.validate import ValidationFailed
+
+    try:
+        summary = _dispatch(args)
+    except KeyboardInterrupt:
+        print("vcube: interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SpecError as e:
+        print(f"vcube: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except StorageError as e:
+        print(f"vcube: {e}", file=sys.stderr)
+        return EXIT_STORAGE
+    except (PlanError, ScanError, TemplateError, CommitError, ValidationFailed) as e:
+        print(f"vcube: {args.command} failed: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as e:
+        if os.environ.get("VCUBE_DEBUG"):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(
+            f"vcube: {args.command} failed: {type(e).__name__}: {first} "
+            "(set VCUBE_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    if summary is not None:
+        _emit(summary, getattr(args, "outputs_dir", None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,531 @@
+"""The Icechunk side: create/grow the cube's arrays, and commit one group at a time.
+
+Each commit holds whole groups only and records the group id, file count and a digest of its
+inputs in the commit metadata; that history is the single source of truth for what is done,
+so a crashed or repeated run simply skips what is committed and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import icechunk
+import numpy as np
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.metadata.v3 import ArrayV3Metadata
+from zarr.core.sync import sync
+
+from vcube import catalog, storage
+from vcube.catalog import Plan
+from vcube.scan import ShardResult, read_result, result_key
+from vcube.spec import DatasetSpec
+from vcube.template import Template, VarSchema
+
+warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
+
+META_KIND = "vcube"
+
+
+class CommitError(RuntimeError):
+    """A group could not be committed; the message names the group and what to do."""
+
+
+# --- repository ---------------------------------------------------------------------------------
+
+
+def repo_config(spec: DatasetSpec) -> icechunk.RepositoryConfig:
+    """Virtual chunk container for the source, and one manifest per commit group and array."""
+    cfg = icechunk.RepositoryConfig.default()
+    cfg.set_virtual_chunk_container(storage.virtual_chunk_container(catalog.source_location(spec)))
+    split = icechunk.ManifestSplittingConfig.from_dict(
+        {
+            icechunk.ManifestSplitCondition.AnyArray(): {
+                icechunk.ManifestSplitDimCondition.DimensionName(spec.cube.commit_by): 1
+            }
+        }
+    )
+    cfg.manifest = icechunk.ManifestConfig(splitting=split)
+    return cfg
+
+
+def open_repo(spec: DatasetSpec, *, create: bool = False) -> icechunk.Repository:
+    loc = storage.resolve(spec.target.repo, spec.target.storage)
+    st = storage.icechunk_storage(loc)
+    creds = storage.virtual_chunk_credentials(catalog.source_location(spec))
+    try:
+        if icechunk.Repository.exists(st):
+            return icechunk.Repository.open(
+                st, config=repo_config(spec), authorize_virtual_chunk_access=creds
+            )
+        if not create:
+            raise CommitError(f"no Icechunk repo at {loc.url}: run `vcube init` first")
+        repo = icechunk.Repository.create(
+            st, config=repo_config(spec), authorize_virtual_chunk_access=creds
+        )
+        repo.save_config()
+        return repo
+    except icechunk.IcechunkError as e:
+        raise storage.StorageError(f"cannot open the Icechunk repo {loc.url}: {e}") from None
+
+
+@dataclass
+class History:
+    init: Any = None  # SnapshotInfo of the newest init commit
+    groups: dict[str, Any] = field(default_factory=dict)  # group -> newest SnapshotInfo
+    tip: str | None = None
+
+
+def history(repo: icechunk.Repository, branch: str) -> History:
+    h = History()
+    try:
+        ancestry = list(repo.ancestry(branch=branch))
+    except icechunk.IcechunkError:
+        return h
+    if ancestry:
+        h.tip = ancestry[0].id
+    for snap in ancestry:
+        md = snap.metadata or {}
+        if md.get(META_KIND) == "group":
+            h.groups.setdefault(str(md["group"]), snap)
+        elif md.get(META_KIND) == "init" and h.init is None:
+            h.init = snap
+    return h
+
+
+# --- layout -------------------------------------------------------------------------------------
+
+
+def array_shape(v: VarSchema, plan: Plan, template: Template) -> list[int]:
+    lengths = {d["name"]: d["length"] for d in plan.dims}
+    file_size = dict(zip(v.file_dims, v.file_shape, strict=True))
+    return [lengths[d] * template.blocks[d] if d in lengths else file_size[d] for d in v.dims]
+
+
+def array_chunks(
+    v: VarSchema, spec: DatasetSpec, shape: list[int], template: Template
+) -> list[int]:
+    """Virtual: the files' chunks. Inline: whole, but one block per group along commit_by."""
+    file_chunk = dict(zip(v.file_dims, v.file_chunks, strict=True))
+    if v.kind == "virtual":
+        return [file_chunk.get(d, 1) for d in v.dims]
+    return [
+        template.blocks[d] if d == spec.cube.commit_by else max(s, 1)
+        for d, s in zip(v.dims, shape, strict=True)
+    ]
+
+
+def chunk_offset(v: VarSchema, pos: dict[str, int], template: Template) -> tuple[int, ...]:
+    """Index on the cube's chunk grid of a file's first chunk of a virtual variable."""
+    file_chunk = dict(zip(v.file_dims, v.file_chunks, strict=True))
+    return tuple(
+        pos[d] * template.blocks[d] // file_chunk.get(d, 1) if d in pos else 0 for d in v.dims
+    )
+
+
+def _array_metadata(v: VarSchema, shape: list[int], chunks: list[int]) -> ArrayV3Metadata:
+    d = dict(v.zarr)
+    d["shape"] = shape
+    d["chunk_grid"] = {"name": "regular", "configuration": {"chunk_shape": chunks}}
+    d["dimension_names"] = v.dims
+    return ArrayV3Metadata.from_dict(d)
+
+
+def _path_coord_metadata(name: str, keys: list[str], chunk: int) -> tuple[ArrayV3Metadata, Any]:
+    numeric = all(k.isdigit() for k in keys)
+    values = np.array(
+        [int(k) for k in keys] if numeric else keys, dtype=np.int64 if numeric else str
+    )
+    md = ArrayV3Metadata.from_dict(
+        {
+            "zarr_format": 3,
+            "node_type": "array",
+            "shape": [len(keys)],
+            "data_type": "int64" if numeric else "string",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [chunk]}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+            "fill_value": 0 if numeric else "",
+            "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}]
+            if numeric
+            else [{"name": "vlen-utf8"}],
+            "attributes": {},
+            "dimension_names": [name],
+        }
+    )
+    return md, values
+
+
+def _set_json(store: Any, key: str, md: ArrayV3Metadata | bytes) -> bool:
+    """Write a zarr.json document if it differs from the stored one; True if written."""
+    proto = default_buffer_prototype()
+    data = md if isinstance(md, bytes) else md.to_buffer_dict(proto)["zarr.json"].to_bytes()
+    old = sync(store.get(key, prototype=proto))
+    if old is not None and old.to_bytes() == data:
+        return False
+    sync(store.set(key, proto.buffer.from_bytes(data)))
+    return True
+
+
+def checksum_of(src: storage.Location, version: str, last_modified: str) -> datetime | str:
+    """What Icechunk checks before reading a chunk: the ETag on S3, the mtime on local disk.
+
+    Icechunk keeps whole seconds; rounding up keeps a file that did not change readable.
+    """
+    if not src.is_local and not version[:4].isdigit():
+        return version
+    t = datetime.fromisoformat(last_modified)
+    return (t.replace(microsecond=0) + timedelta(seconds=1)) if t.microsecond else t
+
+
+# --- init ---------------------------------------------------------------------------------------
+
+
+def init_cube(
+    spec: DatasetSpec, plan: Plan, template: Template, template_file: Any
+) -> dict[str, Any]:
+    """Create or grow every array to the planned shape and write what the plan already knows.
+
+    Idempotent: when nothing differs, nothing is committed.
+    """
+    import json
+
+    t0 = time.perf_counter()
+    repo = open_repo(spec, create=True)
+    session = repo.writable_session(spec.target.branch)
+    store = session.store
+    root_doc = json.dumps(
+        {"zarr_format": 3, "node_type": "group", "attributes": template.attrs}, sort_keys=True
+    ).encode()
+    _set_json(store, "zarr.json", root_doc)
+    src = catalog.source_location(spec)
+    path_dims = {d.name: d for d in spec.cube.dims if d.values == "path"}
+    grown = 0
+    for v in template.variables.values():
+        if v.name in path_dims:
+            continue
+        shape = array_shape(v, plan, template)
+        grown += _set_json(
+            store,
+            f"{v.name}/zarr.json",
+            _array_metadata(v, shape, array_chunks(v, spec, shape, template)),
+        )
+    dim_by_name = {d["name"]: d for d in plan.dims}
+    for name in path_dims:
+        keys = dim_by_name[name]["keys"]
+        chunk = template.blocks[name] if name == spec.cube.commit_by else max(len(keys), 1)
+        md, values = _path_coord_metadata(name, keys, chunk)
+        if _set_json(store, f"{name}/zarr.json", md):
+            zarr.open_array(store, path=name, mode="r+")[:] = values
+    # Variables that do not vary along a concat dim come from the template file, once.
+    is_new = history(repo, spec.target.branch).init is None
+    if is_new or grown:
+        _write_static(spec, template, store, src, template_file)
+    if not session.has_uncommitted_changes:
+        return {"step": "init", "changed": False, "seconds": round(time.perf_counter() - t0, 3)}
+    snap = session.commit(
+        f"init: {len(template.variables)} arrays for plan {plan.digest}",
+        metadata={META_KIND: "init", "plan": plan.digest, "template": template.digest},
+    )
+    return {
+        "step": "init",
+        "changed": True,
+        "snapshot": snap,
+        "arrays": len(template.variables),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _write_static(
+    spec: DatasetSpec, template: Template, store: Any, src: storage.Location, pf: Any
+) -> None:
+    from vcube.scan import chunk_refs, open_h5
+
+    checksum = checksum_of(src, pf.version, pf.last_modified)
+    url = src.url_of(template.source_key)
+    with open_h5(src, template.source_key) as f:
+        for v in template.variables.values():
+            if v.varies:
+                continue
+            ds = f[v.name]
+            if v.kind == "inline":
+                arr = zarr.open_array(store, path=v.name, mode="r+")
+                arr[...] = np.asarray(ds[()])
+                continue
+            grid = tuple(-(-s // c) for s, c in zip(v.file_shape, v.file_chunks, strict=True))
+            offs, lens = chunk_refs(ds, grid)
+            _set_refs(store, v, grid, url, offs, lens, (0,) * len(grid), checksum)
+
+
+def _set_refs(
+    store: Any,
+    v: VarSchema,
+    grid: tuple[int, ...],
+    url: str,
+    offsets: np.ndarray,
+    lengths: np.ndarray,
+    arr_offset: tuple[int, ...],
+    checksum: datetime | str,
+) -> None:
+    flat_len = lengths.reshape(-1)
+    locs = [url if n else "" for n in flat_len] if not flat_len.all() else [url] * flat_len.size
+    failed = store.set_virtual_refs_arr(
+        v.name,
+        grid,
+        locs,
+        np.ascontiguousarray(offsets.reshape(-1), dtype=np.uint64),
+        np.ascontiguousarray(flat_len, dtype=np.uint64),
+        arr_offset=arr_offset,
+        checksum=checksum,
+    )
+    if failed:
+        raise CommitError(f"Icechunk refused refs of {v.name} from {url}: chunks {failed[:5]}")
+
+
+# --- commit -------------------------------------------------------------------------------------
+
+
+def load_group_results(spec: DatasetSpec, plan: Plan, group: str) -> list[ShardResult]:
+    work = catalog.work_location(spec)
+    out = []
+    for sid in plan.groups[group]:
+        try:
+            res = read_result(storage.read_bytes(work, result_key(sid)))
+        except FileNotFoundError:
+            raise CommitError(
+                f"group {group}: shard {sid} has not been scanned: "
+                f"run `vcube scan SPEC --shard {sid}`"
+            ) from None
+        if res.meta.get("digest") != plan.shards[sid]["digest"]:
+            raise CommitError(
+                f"group {group}: the scan of shard {sid} is stale (its files changed "
+                f"since): run `vcube scan SPEC --shard {sid}` again"
+            )
+        out.append(res)
+    return out
+
+
+def commit_group(
+    spec: DatasetSpec,
+    plan: Plan,
+    template: Template,
+    group: str,
+    *,
+    on_file: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write one group's region (chunk refs and inline values) and commit it once."""
+    t0 = time.perf_counter()
+    if group not in plan.groups:
+        raise CommitError(f"group {group!r} is not in the plan (groups: {_some(plan.groups)})")
+    digest = plan.group_digest(group)
+    repo = open_repo(spec)
+    hist = history(repo, spec.target.branch)
+    if hist.init is None:
+        raise CommitError("the cube has no init commit: run `vcube init` first")
+    done = hist.groups.get(group)
+    if done is not None and done.metadata.get("inputs") == digest:
+        return {
+            "step": "commit",
+            "group": group,
+            "changed": False,
+            "snapshot": done.id,
+            "files": plan.group_files(group),
+            "refs": 0,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+    results = load_group_results(spec, plan, group)
+    src = catalog.source_location(spec)
+    dim_names = spec.cube.dim_names
+    session = repo.writable_session(spec.target.branch)
+    store = session.store
+    virt = template.virtual_varying()
+    n_files = sum(len(r.meta["files"]) for r in results)
+    refs = 0
+    done_files = 0
+    for res in results:
+        for i, fmeta in enumerate(res.meta["files"]):
+            pos = dict(zip(dim_names, fmeta["pos"], strict=True))
+            url = src.url_of(fmeta["key"])
+            checksum = checksum_of(src, fmeta["version"], fmeta["last_modified"])
+            for v in virt:
+                offs = res.offsets[v.name][i]
+                lens = res.lengths[v.name][i]
+                grid = _cube_grid(v, offs.shape)
+                _set_refs(
+                    store,
+                    v,
+                    grid,
+                    url,
+                    offs.reshape(grid),
+                    lens.reshape(grid),
+                    chunk_offset(v, pos, template),
+                    checksum,
+                )
+                refs += int(np.count_nonzero(lens))
+            done_files += 1
+            if on_file:
+                on_file(done_files, n_files)
+    _write_inline(spec, plan, template, store, results, group)
+    snap = session.commit(
+        f"commit group {group}: {n_files} files",
+        metadata={
+            META_KIND: "group",
+            "group": group,
+            "files": n_files,
+            "inputs": digest,
+            "plan": plan.digest,
+            "refs": refs,
+        },
+        rebase_with=icechunk.BasicConflictSolver(
+            on_chunk_conflict=icechunk.VersionSelection.UseOurs
+        ),
+        rebase_tries=50,
+        allow_empty=True,
+    )
+    return {
+        "step": "commit",
+        "group": group,
+        "changed": True,
+        "snapshot": snap,
+        "files": n_files,
+        "refs": refs,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _cube_grid(v: VarSchema, file_grid: tuple[int, ...]) -> tuple[int, ...]:
+    """The file's chunk grid in the cube's dims (dims the files lack have one chunk)."""
+    by_dim = dict(zip(v.file_dims, file_grid, strict=True))
+    return tuple(by_dim.get(d, 1) for d in v.dims)
+
+
+def _write_inline(
+    spec: DatasetSpec,
+    plan: Plan,
+    template: Template,
+    store: Any,
+    results: list[ShardResult],
+    group: str,
+) -> None:
+    """Write each inline variable's region for the group in one read-compare-write."""
+    dim_names = spec.cube.dim_names
+    files = [
+        (res, i, dict(zip(dim_names, f["pos"], strict=True)))
+        for res in results
+        for i, f in enumerate(res.meta["files"])
+    ]
+    if not files:
+        return
+    for v in template.inline_varying():
+        if v.name not in results[0].values:
+            continue  # a dim coordinate taken from the path
+        arr = zarr.open_array(store, path=v.name, mode="r+")
+        starts = {d: min(p[d] for _, _, p in files) * template.blocks[d] for d in v.varies}
+        stops = {d: (max(p[d] for _, _, p in files) + 1) * template.blocks[d] for d in v.varies}
+        region = tuple(slice(starts[d], stops[d]) if d in starts else slice(None) for d in v.dims)
+        old = np.asarray(arr[region])
+        new = old.copy()
+        written = np.zeros(new.shape, bool)
+        for res, i, p in files:
+            val = res.values[v.name][i].reshape(
+                [
+                    1 if d not in v.file_dims else s
+                    for d, s in zip(v.dims, _file_shape_in_cube(v), strict=True)
+                ]
+            )
+            sl = tuple(
+                slice(
+                    p[d] * template.blocks[d] - starts[d],
+                    (p[d] + 1) * template.blocks[d] - starts[d],
+                )
+                if d in starts
+                else slice(None)
+                for d in v.dims
+            )
+            prev, seen = new[sl], written[sl]
+            clash = seen & ~_equal(prev, val)
+            if clash.any():
+                raise CommitError(
+                    f"group {group}: files disagree on {v.name} at the same place "
+                    f"({res.meta['files'][i]['key']} has {val[clash].ravel()[:3]}, another file "
+                    f"{prev[clash].ravel()[:3]})"
+                )
+            new[sl] = val
+            written[sl] = True
+        if spec.cube.commit_by not in v.dims:
+            fill = arr.metadata.fill_value
+            set_before = ~_equal(old, np.full_like(old, fill))
+            clash = set_before & written & ~_equal(old, new)
+            if clash.any():
+                raise CommitError(
+                    f"group {group}: {v.name} differs from what earlier groups wrote "
+                    f"({new[clash].ravel()[:3]} vs {old[clash].ravel()[:3]}): the files of "
+                    "different groups disagree on a shared coordinate"
+                )
+        if not np.array_equal(old, new, equal_nan=new.dtype.kind in "fc"):
+            arr[region] = new
+
+
+def _file_shape_in_cube(v: VarSchema) -> list[int]:
+    by_dim = dict(zip(v.file_dims, v.file_shape, strict=True))
+    return [by_dim.get(d, 1) for d in v.dims]
+
+
+def _equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    eq = a == b
+    if a.dtype.kind in "fc":
+        eq |= np.isnan(a) & np.isnan(b)
+    return np.asarray(eq)
+
+
+def _some(groups: dict[str, Any]) -> str:
+    ids = list(groups)
+    return ", ".join(ids[:5]) + (f", ... ({len(ids)} in all)" if len(ids) > 5 else "")
+
+
+def group_summary(plan: Plan, hist: History) -> dict[str, str]:
+    """committed / changed (committed with other inputs) / pending, per group."""
+    out = {}
+    for g in plan.groups:
+        snap = hist.groups.get(g)
+        if snap is None:
+            out[g] = "pending"
+        elif snap.metadata.get("inputs") == plan.group_digest(g):
+            out[g] = "committed"
+        else:
+            out[g] = "changed"
+    return out
+
+
+def opening_snippet(spec: DatasetSpec) -> str:
+    """Three lines of Python that open the cube with xarray, needing nothing but this snippet."""
+    repo = storage.resolve(spec.target.repo, spec.target.storage)
+    src = catalog.source_location(spec)
+    if repo.is_local:
+        st = f"icechunk.local_filesystem_storage({str(repo.local_path)!r})"
+    else:
+        o = repo.options
+        args = [f"bucket={repo.bucket!r}", f"prefix={repo.prefix!r}"]
+        args += [f"region={o.region!r}"] if o.region else []
+        args += [f"endpoint_url={o.endpoint!r}"] if o.endpoint else []
+        args += ["allow_http=True"] if o.allow_http else []
+        args += ["force_path_style=True"] if o.force_path_style else []
+        args += ["anonymous=True"] if o.anonymous else ["from_env=True"]
+        st = f"icechunk.s3_storage({', '.join(args)})"
+    if src.is_local:
+        cred = "icechunk.Credentials.LocalFileSystemAccess()"
+    elif src.options.anonymous:
+        cred = "icechunk.s3_anonymous_credentials()"
+    else:
+        cred = "icechunk.s3_from_env_credentials()"
+    return (
+        "import icechunk, xarray as xr\n"
+        f"repo = icechunk.Repository.open({st}, authorize_virtual_chunk_access="
+        f"icechunk.containers_credentials({{{src.url!r}: {cred}}}))\n"
+        f"ds = xr.open_zarr(repo.readonly_session({spec.target.branch!r}).store, "
+        "consolidated=False)"
+    )

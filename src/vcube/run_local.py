@@ -1,0 +1,131 @@
+"""The embedded executor: the whole build on one machine with a process pool and progress bars.
+
+Scans run in worker processes (h5py holds a global lock, so threads would not parallelise
+parsing); commits run in this process, one group at a time, because Icechunk's local
+filesystem storage is not safe for concurrent commits. Everything is resumable: steps skip
+what the work area and the repo's history say is already done.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any
+
+from tqdm import tqdm
+
+from vcube import catalog, cube, steps
+from vcube.spec import DatasetSpec
+
+
+def _scan_in_worker(spec_json: str, shard: str) -> dict[str, Any]:
+    spec = DatasetSpec.model_validate_json(spec_json)
+    return steps.scan_step(spec, shard)
+
+
+def run_local(
+    spec: DatasetSpec,
+    *,
+    workers: int = 2,
+    groups: list[str] | None = None,
+    allow_missing: bool = False,
+    samples: int = 3,
+    progress: bool = True,
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
+    plan_summary = steps.plan_step(spec, allow_missing=allow_missing)
+    say(
+        f"plan: {plan_summary['files']} files, {plan_summary['shards']} shards, "
+        f"{plan_summary['groups']} groups"
+        + (
+            f", {plan_summary['unexpected']} unexpected keys (ignored)"
+            if plan_summary["unexpected"]
+            else ""
+        )
+        + (
+            f", {plan_summary['missing']} missing files (left empty)"
+            if plan_summary["missing"]
+            else ""
+        )
+    )
+    plan = catalog.load_plan(spec)
+    if groups:
+        unknown = [g for g in groups if g not in plan.groups]
+        if unknown:
+            raise catalog.PlanError(f"--groups {unknown} are not in the plan")
+    init_summary = steps.init_step(spec)
+    say(
+        "init: "
+        + ("created/grew the cube" if init_summary["changed"] else "cube already initialized")
+    )
+    hist = cube.history(cube.open_repo(spec), spec.target.branch)
+    states = cube.group_summary(plan, hist)
+    todo = [g for g in plan.groups if (not groups or g in groups) and states[g] != "committed"]
+    selected = [g for g in plan.groups if not groups or g in groups]
+    if not todo:
+        say(f"nothing to do: all {len(selected)} selected groups are already committed")
+    shards = [s for g in todo for s in plan.groups[g]]
+    files_todo = sum(plan.shards[s]["files"] for s in shards)
+    left = {g: set(plan.groups[g]) for g in todo}
+    commits: list[dict[str, Any]] = []
+    scans: list[dict[str, Any]] = []
+    ctx = multiprocessing.get_context("spawn")
+    spec_json = spec.model_dump_json()
+    scan_bar = tqdm(
+        total=files_todo,
+        desc="scan  ",
+        unit="file",
+        disable=not progress or not shards,
+        file=sys.stderr,
+    )
+    commit_bar = tqdm(
+        total=len(todo),
+        desc="commit",
+        unit="group",
+        disable=not progress or not todo,
+        file=sys.stderr,
+    )
+    pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) if shards else None
+    try:
+        pending: dict[Future[dict[str, Any]], str] = {}
+        if pool is not None:
+            pending = {pool.submit(_scan_in_worker, spec_json, s): s for s in shards}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                shard = pending.pop(fut)
+                result = fut.result()  # a failed scan stops the run with its own message
+                scans.append(result)
+                scan_bar.update(plan.shards[shard]["files"])
+                g = plan.group_of_shard(shard)
+                left[g].discard(shard)
+                if not left[g]:
+                    commits.append(steps.commit_step(spec, g))
+                    commit_bar.update(1)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        scan_bar.close()
+        commit_bar.close()
+    if pool is not None:
+        pool.shutdown()
+    validation = steps.validate_step(spec, samples=samples)
+    say(
+        f"validate: ok ({validation['files_compared']} files compared value by value, "
+        f"{validation['files_checked_for_chunks']} checked for chunks)"
+    )
+    return {
+        "step": "run",
+        "files": plan.n_files,
+        "groups": len(plan.groups),
+        "scanned_files": sum(s["files"] for s in scans if s.get("changed")),
+        "refs": sum(c.get("refs", 0) for c in commits),
+        "commits": sum(1 for c in commits if c.get("changed")) + int(init_summary["changed"]),
+        "up_to_date": not todo and not init_summary["changed"],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }

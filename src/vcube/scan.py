@@ -1,0 +1,237 @@
+"""Scanning a shard: HDF5 metadata only — chunk refs, inline values, a structural check.
+
+No xarray Dataset is built per file: h5py walks each variable's chunk index (byte offset and
+size of every chunk) and reads the few small inline variables. The result of a shard is one
+deterministic binary object in the work area, so a retried task writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+import numpy as np
+
+from vcube import catalog, storage
+from vcube.spec import DatasetSpec
+from vcube.template import Template, TemplateError, VarSchema, compare_fingerprint, fingerprint
+
+
+class ScanError(RuntimeError):
+    """A file could not be scanned; the message names the file and the problem."""
+
+
+def result_key(shard: str) -> str:
+    return f"scans/{shard}.zip"
+
+
+def error_key(shard: str) -> str:
+    return f"errors/{shard}.json"
+
+
+@contextlib.contextmanager
+def open_h5(loc: storage.Location, key: str) -> Iterator[h5py.File]:
+    """Open a source file for metadata reads: the path on local disk, a ranged reader on S3."""
+    if loc.is_local:
+        path = loc.local_path / key
+        if not path.exists():
+            raise ScanError(f"{key}: file not found under {loc.url}")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise ScanError(f"{key}: not a readable HDF5/netCDF4 file ({_h5msg(e)})") from None
+        with f:
+            yield f
+        return
+    from vcube.remote import open_remote
+
+    reader = open_remote(loc, key)
+    try:
+        f = h5py.File(reader, "r")
+    except OSError as e:
+        raise ScanError(f"{key}: not a readable HDF5/netCDF4 file ({_h5msg(e)})") from None
+    with reader, f:
+        yield f
+
+
+def _h5msg(e: Exception) -> str:
+    msg = str(e)
+    if "truncated" in msg.lower() or "eof" in msg.lower():
+        return "truncated: " + msg
+    return msg
+
+
+def chunk_refs(ds: h5py.Dataset, grid: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Byte offset and length of every chunk of a dataset, laid out on its chunk grid.
+
+    A chunk never written (all fill value) has length 0: it reads back as the fill value.
+    An uncompressed contiguous dataset is one chunk.
+    """
+    offsets = np.zeros(grid, dtype=np.uint64)
+    lengths = np.zeros(grid, dtype=np.uint64)
+    dsid = ds.id
+    if ds.chunks is None:
+        off = dsid.get_offset()
+        if off is not None:
+            offsets.reshape(-1)[0] = off
+            lengths.reshape(-1)[0] = dsid.get_storage_size()
+        elif ds.size:
+            raise ScanError(f"variable {ds.name.lstrip('/')} has compact storage: cannot reference")
+        return offsets, lengths
+    chunks = ds.chunks
+
+    def visit(info: Any) -> None:
+        if info.filter_mask:
+            raise ScanError(
+                f"variable {ds.name.lstrip('/')} has a chunk stored with skipped filters "
+                f"(mask {info.filter_mask}): cannot reference it"
+            )
+        idx = tuple(o // c for o, c in zip(info.chunk_offset, chunks, strict=True))
+        offsets[idx] = info.byte_offset
+        lengths[idx] = info.size
+
+    dsid.chunk_iter(visit)
+    return offsets, lengths
+
+
+@dataclass
+class FileScan:
+    refs: dict[str, tuple[np.ndarray, np.ndarray]]
+    values: dict[str, np.ndarray]
+
+
+def scan_file(f: h5py.File, key: str, template: Template, skip_values: set[str]) -> FileScan:
+    """Check one open file against the template; return its chunk refs and inline values."""
+    refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    values: dict[str, np.ndarray] = {}
+    for v in template.variables.values():
+        try:
+            ds = f[v.name]
+        except KeyError:
+            raise ScanError(f"{key}: variable {v.name} is missing (the template has it)") from None
+        try:
+            compare_fingerprint(key, v.name, v.fingerprint, fingerprint(ds))
+        except TemplateError as e:
+            raise ScanError(str(e)) from None
+        if not v.varies:
+            continue
+        try:
+            if v.kind == "virtual":
+                refs[v.name] = chunk_refs(ds, _file_grid(v))
+            elif v.name not in skip_values:
+                values[v.name] = np.asarray(ds[()])
+        except ScanError as e:
+            raise ScanError(f"{key}: {e}") from None
+        except OSError as e:
+            raise ScanError(f"{key}: cannot read variable {v.name} ({_h5msg(e)})") from None
+    return FileScan(refs, values)
+
+
+def _file_grid(v: VarSchema) -> tuple[int, ...]:
+    return tuple(-(-s // c) for s, c in zip(v.file_shape, v.file_chunks, strict=True))
+
+
+def scan_shard(
+    spec: DatasetSpec,
+    template: Template,
+    shard: str,
+    files: list[catalog.PlannedFile],
+    digest: str,
+    *,
+    on_file: Callable[[int, int], None] | None = None,
+) -> bytes:
+    """Scan every file of a shard; return the serialized result (deterministic bytes)."""
+    src = storage.resolve(spec.source.root, spec.source.storage)
+    path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
+    virt = template.virtual_varying()
+    inl = [v for v in template.inline_varying() if v.name not in path_dims]
+    n = len(files)
+    offsets = {v.name: np.zeros((n, *_file_grid(v)), np.uint64) for v in virt}
+    lengths = {v.name: np.zeros((n, *_file_grid(v)), np.uint64) for v in virt}
+    values = {v.name: np.zeros((n, *v.file_shape), np.dtype(v.fingerprint["dtype"])) for v in inl}
+    for i, pf in enumerate(files):
+        try:
+            with open_h5(src, pf.key) as f:
+                fs = scan_file(f, pf.key, template, path_dims)
+        except ScanError:
+            raise
+        except OSError as e:
+            raise ScanError(f"{pf.key}: cannot read ({_h5msg(e)})") from None
+        for name, (o, ln) in fs.refs.items():
+            size = int(pf.size)
+            if int((o + ln).max(initial=0)) > size:
+                raise ScanError(
+                    f"{pf.key}: variable {name} has chunks past the end of the file "
+                    f"({size} bytes): truncated?"
+                )
+            offsets[name][i] = o
+            lengths[name][i] = ln
+        for name, val in fs.values.items():
+            values[name][i] = val
+        if on_file:
+            on_file(i + 1, n)
+    meta = {
+        "shard": shard,
+        "digest": digest,
+        "files": [
+            {
+                "key": p.key,
+                "version": p.version,
+                "last_modified": p.last_modified,
+                "pos": list(p.pos),
+            }
+            for p in files
+        ],
+    }
+    arrays = {f"offsets/{k}": a for k, a in offsets.items()}
+    arrays |= {f"lengths/{k}": a for k, a in lengths.items()}
+    arrays |= {f"values/{k}": a for k, a in values.items()}
+    return write_result(meta, arrays)
+
+
+def write_result(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """A zip of .npy arrays plus meta.json with fixed timestamps: same input, same bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        z.writestr(
+            zipfile.ZipInfo("meta.json", (1980, 1, 1, 0, 0, 0)), json.dumps(meta, sort_keys=True)
+        )
+        for name in sorted(arrays):
+            b = io.BytesIO()
+            np.lib.format.write_array(b, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(name + ".npy", (1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, b.getvalue())
+    return buf.getvalue()
+
+
+@dataclass
+class ShardResult:
+    meta: dict[str, Any]
+    offsets: dict[str, np.ndarray]
+    lengths: dict[str, np.ndarray]
+    values: dict[str, np.ndarray]
+
+
+def read_result(data: bytes) -> ShardResult:
+    out = ShardResult({}, {}, {}, {})
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        out.meta = json.loads(z.read("meta.json"))
+        for name in z.namelist():
+            if not name.endswith(".npy"):
+                continue
+            kind, var = name.removesuffix(".npy").split("/", 1)
+            arr = np.lib.format.read_array(io.BytesIO(z.read(name)), allow_pickle=False)
+            getattr(out, kind)[var] = arr
+    return out
+
+
+def digest_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]

@@ -1,0 +1,173 @@
+"""The pipeline steps exactly as a pod runs them: plan, init, scan, commit, validate, status.
+
+Each step reads what it needs from the work area and the repo, so the local executor and the
+Argo pods call the very same functions (never two code paths for the same step). Each returns
+a JSON-serializable summary.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from vcube import catalog, cube, scan, storage, template, validate
+from vcube.catalog import Plan
+from vcube.spec import DatasetSpec
+
+Progress = Callable[[int, int], None]
+
+
+def plan_step(spec: DatasetSpec, *, allow_missing: bool = False) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    plan = catalog.make_plan(spec, allow_missing=allow_missing)
+    return {
+        "step": "plan",
+        "files": plan.n_files,
+        "shards": len(plan.shards),
+        "groups": len(plan.groups),
+        "dims": {d["name"]: d["length"] for d in plan.dims},
+        "missing": len(plan.missing),
+        "unexpected": len(plan.unexpected),
+        "unexpected_examples": plan.unexpected[:5],
+        "digest": plan.digest,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def groups_listing(plan: Plan, only: list[str] | None = None) -> list[dict[str, Any]]:
+    """What Argo fans out over: group ids and their shard ids, nothing else."""
+    return [{"group": g, "shards": s} for g, s in plan.groups.items() if not only or g in only]
+
+
+def template_file(spec: DatasetSpec, plan: Plan) -> catalog.PlannedFile:
+    """The template: `cube.template` if set, else the first file of the cube."""
+    if spec.cube.template:
+        for sid in plan.shards:
+            for pf in catalog.load_shard_files(spec, sid):
+                if pf.key == spec.cube.template:
+                    return pf
+        raise template.TemplateError(f"cube.template {spec.cube.template!r} is not a planned file")
+    first = next(iter(plan.shards))
+    return catalog.load_shard_files(spec, first)[0]
+
+
+def init_step(spec: DatasetSpec) -> dict[str, Any]:
+    plan = catalog.load_plan(spec)
+    pf = template_file(spec, plan)
+    try:
+        tmpl = template.load_template(spec)
+        if tmpl.source_key != pf.key:
+            raise template.TemplateError("template file changed")
+    except template.TemplateError:
+        tmpl = template.derive_template(spec, pf.key)
+        template.save_template(spec, tmpl)
+    summary = cube.init_cube(spec, plan, tmpl, pf)
+    summary["template"] = pf.key
+    return summary
+
+
+def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None) -> dict[str, Any]:
+    """Scan one shard; a shard already scanned with the same inputs is not scanned again."""
+    t0 = time.perf_counter()
+    plan = catalog.load_plan(spec)
+    if shard not in plan.shards:
+        raise catalog.PlanError(f"shard {shard!r} is not in the plan")
+    tmpl = template.load_template(spec)
+    work = catalog.work_location(spec)
+    digest = plan.shards[shard]["digest"]
+    try:
+        old = scan.read_result(storage.read_bytes(work, scan.result_key(shard)))
+        if old.meta.get("digest") == digest:
+            return {
+                "step": "scan",
+                "shard": shard,
+                "changed": False,
+                "files": len(old.meta["files"]),
+                "refs": _count_refs(old),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+    except FileNotFoundError:
+        pass
+    files = catalog.load_shard_files(spec, shard)
+    try:
+        data = scan.scan_shard(spec, tmpl, shard, files, digest, on_file=on_file)
+    except Exception as e:
+        err = {
+            "shard": shard,
+            "error": str(e),
+            "type": type(e).__name__,
+            "trace": traceback.format_exc(limit=5),
+        }
+        storage.write_bytes(work, scan.error_key(shard), json.dumps(err).encode())
+        raise
+    storage.write_bytes(work, scan.result_key(shard), data)
+    storage.delete(work, scan.error_key(shard))
+    res = scan.read_result(data)
+    return {
+        "step": "scan",
+        "shard": shard,
+        "changed": True,
+        "files": len(files),
+        "refs": _count_refs(res),
+        "bytes": len(data),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _count_refs(res: scan.ShardResult) -> int:
+    return int(sum(int((a > 0).sum()) for a in res.lengths.values()))
+
+
+def commit_step(
+    spec: DatasetSpec, group: str, *, on_file: Progress | None = None
+) -> dict[str, Any]:
+    plan = catalog.load_plan(spec)
+    tmpl = template.load_template(spec)
+    return cube.commit_group(spec, plan, tmpl, group, on_file=on_file)
+
+
+def validate_step(spec: DatasetSpec, *, samples: int = 3) -> dict[str, Any]:
+    plan = catalog.load_plan(spec)
+    tmpl = template.load_template(spec)
+    return validate.validate_cube(spec, plan, tmpl, samples=samples)
+
+
+def status_step(spec: DatasetSpec) -> dict[str, Any]:
+    """What the repo has committed next to what the plan asks for, and which scans failed."""
+    plan = catalog.load_plan(spec)
+    repo = cube.open_repo(spec)
+    hist = cube.history(repo, spec.target.branch)
+    states = cube.group_summary(plan, hist)
+    work = catalog.work_location(spec)
+    failed: dict[str, str] = {}
+    for info in storage.list_objects(work, prefix="errors/"):
+        sid = info.key.removeprefix("errors/").removesuffix(".json")
+        if sid in plan.shards:
+            failed[sid] = json.loads(storage.read_bytes(work, info.key)).get("error", "?")
+    groups = {}
+    for g, committed_state in states.items():
+        state = committed_state
+        snap = hist.groups.get(g)
+        bad = {s: failed[s] for s in plan.groups[g] if s in failed}
+        if state != "committed" and bad:
+            state = "failed"
+        entry: dict[str, Any] = {"state": state}
+        if snap is not None:
+            entry["snapshot"] = snap.id
+            entry["written_at"] = snap.written_at.isoformat()
+        if bad:
+            entry["failed_shards"] = bad
+        groups[g] = entry
+    counts: dict[str, int] = {}
+    for e in groups.values():
+        counts[e["state"]] = counts.get(e["state"], 0) + 1
+    return {
+        "step": "status",
+        "initialized": hist.init is not None,
+        "counts": counts,
+        "groups": groups,
+        "tip": hist.tip,
+    }

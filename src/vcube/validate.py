@@ -1,0 +1,228 @@
+"""Checking a built cube against the plan and against the source files themselves.
+
+Dims must be as planned, every planned chunk must be present (or reported missing), and
+values read through the cube must equal values read directly from sampled source files with
+xarray — the comparison a user would make, NaN-aware and bit for bit.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from zarr.core.sync import sync
+
+from vcube import catalog, storage
+from vcube.catalog import Plan, PlannedFile
+from vcube.cube import array_shape, chunk_offset, history, open_repo
+from vcube.spec import DatasetSpec
+from vcube.template import Template
+
+FULL_CHUNK_CHECK_LIMIT = 2_000_000  # list every chunk key when the cube has at most this many
+
+
+class ValidationFailed(RuntimeError):
+    """The cube disagrees with the plan or the sources; the message lists every problem."""
+
+
+def open_cube(spec: DatasetSpec, **kwargs: Any) -> xr.Dataset:
+    repo = open_repo(spec)
+    session = repo.readonly_session(spec.target.branch)
+    return xr.open_zarr(session.store, consolidated=False, **kwargs)
+
+
+def open_source_file(spec: DatasetSpec, key: str, **kwargs: Any) -> xr.Dataset:
+    """Open one source file with plain xarray — the reference a cube is compared with."""
+    src = catalog.source_location(spec)
+    if src.is_local:
+        return xr.open_dataset(src.local_path / key, **kwargs)
+    data = storage.read_bytes(src, key)
+    return xr.open_dataset(io.BytesIO(data), engine="h5netcdf", **kwargs)
+
+
+def file_region(
+    spec: DatasetSpec, template: Template, pos: tuple[int, ...]
+) -> dict[str, slice | int]:
+    """Where one file sits in the cube: a block per concat dim (an index if the file lacks it)."""
+    absent = {
+        d
+        for d in spec.cube.dim_names
+        if not any(d in v.file_dims for v in template.variables.values())
+    }
+    out: dict[str, slice | int] = {}
+    for d, p in zip(spec.cube.dim_names, pos, strict=True):
+        b = template.blocks[d]
+        out[d] = p if d in absent else slice(p * b, (p + 1) * b)
+    return out
+
+
+def compare_file(
+    cube: xr.Dataset,
+    ref: xr.Dataset,
+    region: dict[str, slice | int],
+    key: str,
+    *,
+    include_static: bool,
+    concat_dims: list[str],
+) -> list[str]:
+    """Every variable of the file against the same place in the cube; returns the differences."""
+    problems = []
+    for raw_name, var in ref.variables.items():
+        name = str(raw_name)
+        if name not in cube.variables:
+            problems.append(f"{key}: variable {name} is not in the cube")
+            continue
+        varies = any(d in concat_dims for d in var.dims)
+        if not varies and not include_static:
+            continue
+        cv = cube.variables[name]
+        sel = {d: s for d, s in region.items() if d in cv.dims}
+        got = cv.isel(sel)
+        if got.dims != var.dims or got.shape != var.shape:
+            problems.append(
+                f"{key}: {name} has dims {got.dims}{got.shape} in the cube, "
+                f"{var.dims}{var.shape} in the file"
+            )
+            continue
+        a, b = np.asarray(got.values), np.asarray(var.values)
+        if a.dtype != b.dtype:
+            problems.append(f"{key}: {name} is {a.dtype} in the cube, {b.dtype} in the file")
+            continue
+        if not np.array_equal(a, b, equal_nan=a.dtype.kind in "fcmM"):
+            bad = int(np.count_nonzero(~((a == b) | (_isnan(a) & _isnan(b)))))
+            problems.append(f"{key}: {name} differs in {bad} of {a.size} values")
+        if dict(got.attrs) != dict(var.attrs):
+            problems.append(
+                f"{key}: {name} attributes differ: {dict(got.attrs)} vs {dict(var.attrs)}"
+            )
+    return problems
+
+
+def _isnan(a: np.ndarray) -> np.ndarray:
+    if a.dtype.kind in "fc":
+        return np.isnan(a)
+    if a.dtype.kind in "mM":
+        return np.isnat(a)
+    return np.zeros(a.shape, bool)
+
+
+def planned_files(
+    spec: DatasetSpec, plan: Plan, groups: list[str] | None = None
+) -> list[PlannedFile]:
+    out = []
+    for g in groups or list(plan.groups):
+        for sid in plan.groups[g]:
+            out.extend(catalog.load_shard_files(spec, sid))
+    return out
+
+
+def missing_chunks(
+    spec: DatasetSpec, plan: Plan, template: Template, files: list[PlannedFile], store: Any
+) -> list[str]:
+    """Chunk keys the planned files should have put into the cube and did not."""
+    dim_names = spec.cube.dim_names
+    problems = []
+    virt = template.virtual_varying()
+    listed: dict[str, set[str]] = {}
+    for v in virt:
+        listed[v.name] = set()
+
+        async def collect(name: str = v.name) -> None:
+            async for k in store.list_prefix(name):
+                if k.startswith(f"{name}/c/"):
+                    listed[name].add(k)
+
+        sync(collect())
+    for pf in files:
+        pos = dict(zip(dim_names, pf.pos, strict=True))
+        for v in virt:
+            off = chunk_offset(v, pos, template)
+            grid = [(-(-s // c)) for s, c in zip(v.file_shape, v.file_chunks, strict=True)]
+            by_dim = dict(zip(v.file_dims, grid, strict=True))
+            per_dim = [range(o, o + by_dim.get(d, 1)) for o, d in zip(off, v.dims, strict=True)]
+            for idx in np.ndindex(*[len(r) for r in per_dim]):
+                ck = f"{v.name}/c/" + "/".join(str(per_dim[j][i]) for j, i in enumerate(idx))
+                if ck not in listed[v.name]:
+                    problems.append(f"{pf.key}: chunk {ck} is missing from the cube")
+    return problems
+
+
+def validate_cube(
+    spec: DatasetSpec,
+    plan: Plan,
+    template: Template,
+    *,
+    samples: int = 3,
+    seed: int = 0,
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    problems: list[str] = []
+    repo = open_repo(spec)
+    hist = history(repo, spec.target.branch)
+    pending = [g for g in plan.groups if g not in hist.groups]
+    if pending:
+        problems.append(f"{len(pending)} groups are not committed: {', '.join(pending[:10])}")
+    session = repo.readonly_session(spec.target.branch)
+    cube = xr.open_zarr(session.store, consolidated=False, decode_times=False)
+    for v in template.variables.values():
+        if v.name not in cube.variables:
+            problems.append(f"variable {v.name} is missing from the cube")
+            continue
+        want = tuple(array_shape(v, plan, template)) if v.name in cube.variables else ()
+        if cube.variables[v.name].shape != want:
+            problems.append(f"{v.name} has shape {cube.variables[v.name].shape}, planned {want}")
+    files = planned_files(spec, plan, [g for g in plan.groups if g in hist.groups])
+    n_refs = len(files) * max(len(template.virtual_varying()), 1)
+    if n_refs <= FULL_CHUNK_CHECK_LIMIT:
+        checked = files
+    else:
+        checked = random.Random(seed).sample(files, min(len(files), 1000))
+    problems += missing_chunks(spec, plan, template, checked, session.store)[:50]
+    if plan.missing:
+        problems_missing = [f"planned file missing from the source: {m}" for m in plan.missing]
+    else:
+        problems_missing = []
+    sampled = _pick(files, samples, seed)
+    for pf in sampled:
+        with open_source_file(spec, pf.key, decode_times=False) as ref:
+            problems += compare_file(
+                cube,
+                ref,
+                file_region(spec, template, pf.pos),
+                pf.key,
+                include_static=pf.key == template.source_key,
+                concat_dims=spec.cube.dim_names,
+            )
+    summary = {
+        "step": "validate",
+        "ok": not problems,
+        "groups": len(plan.groups),
+        "committed": len(plan.groups) - len(pending),
+        "files_checked_for_chunks": len(checked),
+        "files_compared": len(sampled),
+        "missing_files": len(problems_missing),
+        "problems": problems[:50],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if problems:
+        raise ValidationFailed(
+            f"the cube has {len(problems)} problems, e.g.: " + " | ".join(problems[:3])
+        )
+    return summary
+
+
+def _pick(files: list[PlannedFile], n: int, seed: int) -> list[PlannedFile]:
+    """The first and last file plus random others: the edges are where layouts go wrong."""
+    if n <= 0 or not files:
+        return []
+    if n >= len(files):
+        return list(files)
+    chosen = {0, len(files) - 1}
+    rng = random.Random(seed)
+    while len(chosen) < n:
+        chosen.add(rng.randrange(len(files)))
+    return [files[i] for i in sorted(chosen)[:n]]
