@@ -164,6 +164,7 @@ _DEFLATE: dict[str, Any] = {"zlib": True, "complevel": 4, "shuffle": True}
 _DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 _DAYS_BEFORE_MONTH = np.concatenate([[0], np.cumsum(_DAYS_IN_MONTH)[:-1]])
 _TOTAL_DEPTH_CM = 537500.0  # POP's 60-level grid reaches 5375 m
+_PARALLEL_MIN_CELLS = 2_000_000  # grid cells x files below which one process is faster
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,8 @@ def write_sample_archive(
 
     Files that already exist with the same parameters (seed, grid, levels) are kept as they are
     and are part of the returned list; any other file at a planned path is replaced. `workers`
-    processes write in parallel (default: one per CPU): zlib is the bottleneck.
+    processes write in parallel (default: one per CPU for archives big enough to gain from
+    it): zlib is the bottleneck.
     """
     nlat, nlon = grid
     if polygons < 1 or months < 1 or not 1 <= dates <= len(INJECTION_MONTHS):
@@ -324,7 +326,10 @@ def write_sample_archive(
         for k in range(months)
     ]
     todo = [j for j in jobs if not _is_current(j.path, stamp)]
-    n_workers = min(workers or os.cpu_count() or 1, len(todo))
+    if workers is None:  # a pool only pays off once zlib has real work to do
+        big = len(todo) * levels * nlat * nlon >= _PARALLEL_MIN_CELLS
+        workers = (os.cpu_count() or 1) if big else 1
+    n_workers = min(workers, len(todo))
     with tqdm(
         total=len(jobs),
         initial=len(jobs) - len(todo),
