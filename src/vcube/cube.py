@@ -7,6 +7,7 @@ so a crashed or repeated run simply skips what is committed and redoes the rest.
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections.abc import Callable
@@ -165,8 +166,8 @@ def _set_json(store: Any, key: str, md: ArrayV3Metadata | bytes) -> bool:
     proto = default_buffer_prototype()
     data = md if isinstance(md, bytes) else md.to_buffer_dict(proto)["zarr.json"].to_bytes()
     old = sync(store.get(key, prototype=proto))
-    if old is not None and old.to_bytes() == data:
-        return False
+    if old is not None and json.loads(old.to_bytes()) == json.loads(data):
+        return False  # compared as JSON: key order is not a change
     sync(store.set(key, proto.buffer.from_bytes(data)))
     return True
 
@@ -192,8 +193,6 @@ def init_cube(
 
     Idempotent: when nothing differs, nothing is committed.
     """
-    import json
-
     t0 = time.perf_counter()
     repo = open_repo(spec, create=True)
     session = repo.writable_session(spec.target.branch)

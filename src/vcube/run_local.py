@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
 from tqdm import tqdm
@@ -88,23 +88,30 @@ def run_local(
         disable=not progress or not todo,
         file=sys.stderr,
     )
-    pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) if shards else None
+    # One worker: scan in this process (no start-up cost of a pool of fresh interpreters).
+    pool = (
+        ProcessPoolExecutor(max_workers=workers, mp_context=ctx) if shards and workers > 1 else None
+    )
+
+    def scanned(shard: str, result: dict[str, Any]) -> None:
+        scans.append(result)
+        scan_bar.update(plan.shards[shard]["files"])
+        g = plan.group_of_shard(shard)
+        left[g].discard(shard)
+        if not left[g]:
+            commits.append(steps.commit_step(spec, g))
+            commit_bar.update(1)
+
     try:
-        pending: dict[Future[dict[str, Any]], str] = {}
-        if pool is not None:
-            pending = {pool.submit(_scan_in_worker, spec_json, s): s for s in shards}
+        if pool is None:
+            for shard in shards:
+                scanned(shard, steps.scan_step(spec, shard))
+        pending = {pool.submit(_scan_in_worker, spec_json, s): s for s in shards} if pool else {}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
-                shard = pending.pop(fut)
-                result = fut.result()  # a failed scan stops the run with its own message
-                scans.append(result)
-                scan_bar.update(plan.shards[shard]["files"])
-                g = plan.group_of_shard(shard)
-                left[g].discard(shard)
-                if not left[g]:
-                    commits.append(steps.commit_step(spec, g))
-                    commit_bar.update(1)
+                # a failed scan stops the run with its own message
+                scanned(pending.pop(fut), fut.result())
     except BaseException:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)

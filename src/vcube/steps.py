@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from vcube import catalog, cube, scan, storage, template, validate
+from vcube import catalog, cube, scan, storage, template
 from vcube.catalog import Plan
 from vcube.spec import DatasetSpec
 
@@ -130,6 +130,8 @@ def commit_step(
 
 
 def validate_step(spec: DatasetSpec, *, samples: int = 3) -> dict[str, Any]:
+    from vcube import validate  # xarray: only the steps that read values pay for importing it
+
     plan = catalog.load_plan(spec)
     tmpl = template.load_template(spec)
     return validate.validate_cube(spec, plan, tmpl, samples=samples)

@@ -13,7 +13,7 @@ import contextlib
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -90,7 +90,15 @@ class Location:
         client_options: dict[str, Any] = {"connect_timeout": "5s", "timeout": "60s"}
         if o.allow_http:
             client_options["allow_http"] = True
-        retry = {"max_retries": 8, "retry_timeout": "60s", "backoff": {"init_backoff": "100ms"}}
+        retry = {
+            "max_retries": 8,
+            "retry_timeout": timedelta(seconds=60),
+            "backoff": {
+                "init_backoff": timedelta(milliseconds=100),
+                "max_backoff": timedelta(seconds=8),
+                "base": 2,
+            },
+        }
         return S3Store(
             self.bucket,
             prefix=self.prefix or None,

@@ -1,0 +1,295 @@
+"""The whole local build on real netCDF4 files and a real Icechunk repo (issue: local cube)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from vcube import catalog, cube, steps, template, validate
+from vcube.run_local import run_local
+from vcube.spec import DatasetSpec
+
+VCUBE = [sys.executable, "-m", "vcube.cli"]
+
+
+def _compare_every_file(spec: DatasetSpec, *, decode: bool) -> int:
+    """Every variable of every file against the cube; returns how many files were compared."""
+    plan = catalog.load_plan(spec)
+    tmpl = template.load_template(spec)
+    kwargs = {} if decode else {"decode_times": False}
+    files = validate.planned_files(spec, plan)
+    with validate.open_cube(spec, **kwargs) as cube_ds:
+        for pf in files:
+            with validate.open_source_file(spec, pf.key, **kwargs) as ref:
+                problems = validate.compare_file(
+                    cube_ds,
+                    ref,
+                    validate.file_region(spec, tmpl, pf.pos),
+                    pf.key,
+                    include_static=True,
+                    concat_dims=spec.cube.dim_names,
+                )
+                assert problems == []
+                # The dimension coordinates decode to the same values and types as the file's.
+                for dim in spec.cube.dim_names:
+                    region = validate.file_region(spec, tmpl, pf.pos)[dim]
+                    got = cube_ds[dim].isel({dim: region})
+                    assert got.dtype == ref[dim].dtype
+                    np.testing.assert_array_equal(got.values, ref[dim].values)
+    return len(files)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, sample_archive: Path) -> DatasetSpec:
+    from tests.conftest import spec_dict, write_spec
+
+    d = tmp_path_factory.mktemp("built")
+    _, spec = write_spec(d / "spec.yaml", spec_dict(str(sample_archive), str(d / "cube")))
+    run_local(spec, workers=2, progress=False)
+    return spec
+
+
+def test_every_file_reads_back_raw(built: DatasetSpec) -> None:
+    assert _compare_every_file(built, decode=False) == 12
+
+
+def test_every_file_reads_back_decoded(built: DatasetSpec) -> None:
+    assert _compare_every_file(built, decode=True) == 12
+    with validate.open_cube(built) as ds:
+        assert ds.sizes["polygon_id"] == 2
+        assert ds.sizes["injection_date"] == 2
+        assert ds.sizes["elapsed_time"] == 3
+        assert len(ds.data_vars) == 34
+        assert len(ds.coords) == 64
+        # noleap calendar times come back as cftime objects, as from the files
+        assert type(ds.time.values.flat[0]).__name__ == "DatetimeNoLeap"
+
+
+def test_history_has_one_commit_per_group_plus_init(built: DatasetSpec) -> None:
+    repo = cube.open_repo(built)
+    kinds = [s.metadata.get("vcube") for s in repo.ancestry(branch="main")]
+    assert kinds.count("init") == 1
+    assert kinds.count("group") == 2
+    groups = [
+        s.metadata for s in repo.ancestry(branch="main") if s.metadata.get("vcube") == "group"
+    ]
+    assert sorted(m["group"] for m in groups) == ["000", "001"]
+    assert all(m["files"] == 6 and len(m["inputs"]) == 16 for m in groups)
+
+
+def test_rerun_is_a_no_op(built: DatasetSpec) -> None:
+    repo = cube.open_repo(built)
+    tip = repo.lookup_branch("main")
+    summary = run_local(built, workers=1, progress=False)
+    assert summary["up_to_date"] is True
+    assert summary["commits"] == 0
+    assert cube.open_repo(built).lookup_branch("main") == tip
+
+
+def test_status_reports_commits(built: DatasetSpec) -> None:
+    status = steps.status_step(built)
+    assert status["counts"] == {"committed": 2}
+    assert all(g["snapshot"] and g["written_at"] for g in status["groups"].values())
+
+
+def test_opening_snippet_works_in_a_fresh_interpreter(built: DatasetSpec) -> None:
+    snippet = cube.opening_snippet(built)
+    assert len(snippet.splitlines()) == 3
+    code = snippet + "\nprint(dict(ds.sizes)['polygon_id'], float(ds.DIC.isel(z_t=0).mean()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    n, mean = out.stdout.split()
+    assert n == "2"
+    assert np.isfinite(float(mean))
+
+
+def test_grow_with_a_new_group_commits_only_it(
+    tmp_path: Path, sample_archive: Path, make_spec
+) -> None:
+    """New files appear (a new polygon): the cube grows and only the new group is committed."""
+    root = tmp_path / "archive"
+    shutil.copytree(sample_archive, root)
+    shutil.rmtree(root / "001")
+    _, spec = make_spec(root)
+    run_local(spec, workers=1, progress=False)
+    shutil.copytree(sample_archive / "001", root / "001")
+    before = [s.id for s in cube.open_repo(spec).ancestry(branch="main")]
+    summary = run_local(spec, workers=1, progress=False, samples=12)
+    assert summary["commits"] == 2  # the grow (init) and the new group
+    history = list(cube.open_repo(spec).ancestry(branch="main"))
+    assert [s.id for s in history[2:]] == before
+    assert history[0].metadata["group"] == "001"
+    assert _compare_every_file(spec, decode=False) == 12
+
+
+# --- crash safety ------------------------------------------------------------------------------
+
+
+def _identical_cubes(a: DatasetSpec, b: DatasetSpec) -> None:
+    with (
+        validate.open_cube(a, decode_times=False) as x,
+        validate.open_cube(b, decode_times=False) as y,
+    ):
+        xr.testing.assert_identical(x.load(), y.load())
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_rerun(
+    tmp_path: Path, sample_archive: Path, make_spec, built
+) -> None:
+    """Kill `vcube run` with SIGKILL at random moments; the re-run ends like a clean build."""
+    spec_file, spec = make_spec(sample_archive, name="crash")
+    rng = random.Random(20261125)
+    env = {**os.environ, "ICECHUNK_LOG": "error"}
+    # Delays spread over the phases of a run (imports, plan/init, scans, commits, validate).
+    delays = sorted(rng.uniform(0.5, 9.0) for _ in range(6))
+    kills = 0
+    for delay in delays:
+        proc = subprocess.Popen(
+            [*VCUBE, "run", str(spec_file), "--workers", "1", "--quiet"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        if Path(spec.target.repo).exists():
+            # After every crash the branch holds only whole commits: init and whole groups.
+            kinds = [s.metadata.get("vcube") for s in cube.open_repo(spec).ancestry(branch="main")]
+            assert set(kinds) <= {"init", "group", None}
+    assert kills >= 5
+    done = subprocess.run(
+        [*VCUBE, "run", str(spec_file), "--workers", "1", "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    _identical_cubes(spec, built)
+    metas = [s.metadata for s in cube.open_repo(spec).ancestry(branch="main")]
+    groups = [m["group"] for m in metas if m.get("vcube") == "group"]
+    assert sorted(groups) == ["000", "001"]  # exactly one commit per group
+    assert [m.get("vcube") for m in metas].count("init") == 1
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def _bad_archive(tmp_path: Path, sample_archive: Path, kind: str) -> tuple[Path, str]:
+    from tests.archives import (
+        copy_with_other_grid,
+        copy_without_variable,
+        truncate_file,
+        write_not_hdf5,
+    )
+
+    root = tmp_path / "archive"
+    shutil.copytree(sample_archive, root)
+    victim = sorted((root / "001").rglob("*.nc"))[1]
+    good = victim.with_suffix(".good")
+    victim.rename(good)
+    if kind == "truncated":
+        truncate_file(good, victim)
+    elif kind == "not-hdf5":
+        write_not_hdf5(victim)
+    elif kind == "missing-variable":
+        copy_without_variable(good, victim, "DIC")
+    elif kind == "other-grid":
+        copy_with_other_grid(good, victim, grid=(8, 6))
+    good.unlink()
+    return root, str(victim.relative_to(root))
+
+
+@pytest.mark.parametrize(
+    ("kind", "expect"),
+    [
+        ("truncated", "truncated"),
+        ("not-hdf5", "not a readable HDF5"),
+        ("missing-variable", "variable DIC is missing"),
+        ("other-grid", "differs from the template: shape"),
+    ],
+)
+def test_bad_file_fails_the_scan_naming_it(
+    tmp_path: Path, sample_archive: Path, make_spec, kind: str, expect: str
+) -> None:
+    root, bad_key = _bad_archive(tmp_path, sample_archive, kind)
+    spec_file, spec = make_spec(root)
+    # Group 000 is fine and gets committed; the bad file is in group 001.
+    ok = subprocess.run(
+        [*VCUBE, "run", str(spec_file), "--groups", "000", "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    tip = cube.open_repo(spec).lookup_branch("main")
+    shard = bad_key.split("/")[0] + "-" + bad_key.split("/")[1]
+    res = subprocess.run(
+        [*VCUBE, "scan", str(spec_file), "--shard", shard], capture_output=True, text=True
+    )
+    assert res.returncode == 1
+    err = res.stderr.strip().splitlines()[-1]
+    assert bad_key in err and expect in err, err
+    assert "Traceback" not in res.stderr
+    run = subprocess.run([*VCUBE, "run", str(spec_file), "--quiet"], capture_output=True, text=True)
+    assert run.returncode == 1 and bad_key in run.stderr
+    assert cube.open_repo(spec).lookup_branch("main") == tip  # still at the last good commit
+    status = json.loads(
+        subprocess.run(
+            [*VCUBE, "status", str(spec_file)], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert status["groups"]["000"]["state"] == "committed"
+    assert status["groups"]["001"]["state"] == "failed"
+    assert bad_key in json.dumps(status["groups"]["001"]["failed_shards"])
+
+
+def test_missing_file_fails_the_plan_unless_allowed(
+    tmp_path: Path, sample_archive: Path, make_spec
+) -> None:
+    root = tmp_path / "archive"
+    shutil.copytree(sample_archive, root)
+    gone = sorted((root / "001" / "04").glob("*.nc"))[1]
+    gone.unlink()
+    spec_file, spec = make_spec(root)
+    res = subprocess.run([*VCUBE, "plan", str(spec_file)], capture_output=True, text=True)
+    assert res.returncode == 1
+    assert "polygon_id=001 injection_date=04 elapsed_time=0347-05" in res.stderr
+    summary = run_local(spec, workers=1, progress=False, allow_missing=True, samples=20)
+    assert summary["files"] == 11
+    with validate.open_cube(spec) as ds:
+        hole = ds.DIC.isel(polygon_id=1, injection_date=1, elapsed_time=1).values
+        assert np.isnan(hole).all()  # the missing file's chunks read as fill value
+        assert not np.isnan(
+            ds.DIC.isel(polygon_id=1, injection_date=1, elapsed_time=2).values
+        ).all()
+
+
+def test_unreachable_s3_source_is_a_clear_error(tmp_path: Path) -> None:
+    """The real atlas spec cannot be reached from here: a one-line network error, no traceback."""
+    repo_root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true"}
+    res = subprocess.run(
+        [*VCUBE, "plan", str(repo_root / "datasets" / "oae-atlas.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 3, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "s3://cworthy/oae-efficiency-atlas/data/experiments/" in res.stderr
