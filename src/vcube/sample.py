@@ -679,7 +679,6 @@ def _define(
     month: int,
     stamp: str,
 ) -> None:
-    ds.set_auto_maskandscale(False)
     nlat, nlon = g.shape2d
     n150 = min(Z_T_150M_LEVELS, g.levels)
     for dim, size in (
