@@ -1,0 +1,275 @@
+"""Submit a `vcube-build` Workflow and read its progress, the way `argo submit` does.
+
+With ``ARGO_SERVER`` set, requests go through the Argo Server API (Hera's WorkflowsService,
+``ARGO_TOKEN``, ``ARGO_NAMESPACE``, ``ARGO_SECURE``, ``ARGO_INSECURE_SKIP_VERIFY``); without it,
+the Workflow object is created through the Kubernetes API with the ``kubernetes`` client and
+the current kubeconfig (or the in-cluster config). Hera and kubernetes are the ``workflows``
+extra: they are imported only here, only when a request is made.
+
+Every failure to reach or use a server is an :class:`ArgoError` with a one-line message saying
+what to set; callers print it (no traceback).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+TEMPLATE_NAME = "vcube-build"
+GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "workflows"
+DEFAULT_NAMESPACE = "vcube"
+_TIMEOUT_S = 10
+
+
+class ArgoError(RuntimeError):
+    """Submitting or reading a workflow failed; the message says what to set or fix."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    name: str
+    namespace: str
+    url: str
+    via: str  # "argo-server" or "kubernetes"
+
+
+def workflow_manifest(
+    spec: str,
+    groups: str = "",
+    *,
+    namespace: str | None = None,
+    template: str = TEMPLATE_NAME,
+    parallelism: int | None = None,
+) -> dict[str, Any]:
+    """The Workflow that runs the template: a reference plus arguments, nothing else.
+
+    ``spec`` is the spec's path inside the pod; ``groups`` a comma list of group ids ("" = all).
+    ``parallelism`` overrides the template's limit of pods at a time for this run only.
+    """
+    spec_params = [{"name": "spec", "value": spec}, {"name": "groups", "value": groups}]
+    body: dict[str, Any] = {
+        "workflowTemplateRef": {"name": template},
+        "arguments": {"parameters": spec_params},
+    }
+    if parallelism is not None:
+        if parallelism < 1:
+            raise ArgoError(f"parallelism must be >= 1, got {parallelism}")
+        body["parallelism"] = parallelism
+    metadata: dict[str, Any] = {
+        "generateName": f"{template}-",
+        "labels": {
+            "app.kubernetes.io/name": "vcube",
+            "app.kubernetes.io/part-of": "vcube",
+            "app.kubernetes.io/component": "build",
+            "workflows.argoproj.io/workflow-template": template,
+        },
+    }
+    if namespace:
+        metadata["namespace"] = namespace
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Workflow",
+        "metadata": metadata,
+        "spec": body,
+    }
+
+
+def manifest_yaml(manifest: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(manifest), sort_keys=False)
+
+
+# -- Argo Server ----------------------------------------------------------------------------
+def _server_url(env: Mapping[str, str]) -> str:
+    server = env["ARGO_SERVER"].strip().rstrip("/")
+    if "://" in server:
+        return server
+    secure = env.get("ARGO_SECURE", "true").lower() not in ("false", "0", "no")
+    return f"{'https' if secure else 'http'}://{server}"
+
+
+def _ui_url(env: Mapping[str, str], namespace: str, name: str) -> str:
+    base = env.get("ARGO_UI_URL") or (_server_url(env) if env.get("ARGO_SERVER") else "")
+    base = base.rstrip("/") or "https://localhost:2746"
+    base_href = env.get("ARGO_BASE_HREF", "").strip("/")
+    prefix = f"{base}/{base_href}" if base_href else base
+    return f"{prefix}/workflows/{namespace}/{name}"
+
+
+def _service(env: Mapping[str, str]) -> Any:
+    try:
+        from hera.workflows import WorkflowsService
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ArgoError("hera is not installed: pip install 'vcube[workflows]'") from e
+    skip_verify = env.get("ARGO_INSECURE_SKIP_VERIFY", "false").lower() in ("true", "1", "yes")
+    return WorkflowsService(
+        host=_server_url(env),
+        token=env.get("ARGO_TOKEN") or None,
+        namespace=env.get("ARGO_NAMESPACE") or DEFAULT_NAMESPACE,
+        verify_ssl=not skip_verify,
+    )
+
+
+def _server_error(e: Exception, env: Mapping[str, str], what: str) -> ArgoError:
+    import requests
+
+    url = _server_url(env)
+    if isinstance(e, requests.exceptions.SSLError):
+        return ArgoError(
+            f"{what}: TLS error talking to {url} ({type(e).__name__}); set ARGO_SECURE=false for "
+            "plain HTTP or ARGO_INSECURE_SKIP_VERIFY=true for a self-signed certificate"
+        )
+    if isinstance(e, requests.exceptions.RequestException):
+        return ArgoError(
+            f"{what}: cannot reach the Argo Server at {url} ({type(e).__name__}); check "
+            "ARGO_SERVER (host:port), or unset it to use the Kubernetes API via your kubeconfig"
+        )
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    hint = ""
+    if "401" in text or "403" in text or "Unauthorized" in text or "Forbidden" in text:
+        hint = "; set ARGO_TOKEN (e.g. 'Bearer <token>' from `argo auth token`)"
+    return ArgoError(f"{what}: the Argo Server at {url} refused: {text}{hint}")
+
+
+def _submit_server(manifest: dict[str, Any], env: Mapping[str, str]) -> Submitted:
+    from hera.workflows.models import Workflow, WorkflowCreateRequest
+
+    service = _service(env)
+    namespace = manifest["metadata"].get("namespace") or service.namespace
+    body = {**manifest, "metadata": {**manifest["metadata"], "namespace": namespace}}
+    try:
+        created = service.create_workflow(
+            WorkflowCreateRequest(workflow=Workflow.model_validate(body)), namespace=namespace
+        )
+    except Exception as e:
+        raise _server_error(e, env, "submit") from None
+    name = created.metadata.name or "?"
+    return Submitted(name, namespace, _ui_url(env, namespace, name), "argo-server")
+
+
+# -- Kubernetes API -------------------------------------------------------------------------
+def _kube(env: Mapping[str, str]) -> tuple[Any, str]:
+    """A CustomObjectsApi and the namespace: ARGO_NAMESPACE, else the context's, else vcube."""
+    try:
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ArgoError(
+            "the kubernetes client is not installed: pip install 'vcube[workflows]'"
+        ) from e
+    namespace = env.get("ARGO_NAMESPACE")
+    try:
+        if env.get("KUBERNETES_SERVICE_HOST") and not env.get("KUBECONFIG"):
+            config.load_incluster_config()
+        else:
+            config.load_kube_config(config_file=env.get("KUBECONFIG"))
+            _, active = config.list_kube_config_contexts(config_file=env.get("KUBECONFIG"))
+            namespace = namespace or (active or {}).get("context", {}).get("namespace")
+    except (ConfigException, FileNotFoundError, TypeError) as e:
+        raise ArgoError(
+            "nothing to submit to: set ARGO_SERVER (and ARGO_TOKEN) for the Argo Server, "
+            f"or KUBECONFIG / a current kubectl context for the Kubernetes API ({e})"
+        ) from None
+    api = client.CustomObjectsApi()
+    return api, namespace or DEFAULT_NAMESPACE
+
+
+def _kube_error(e: Exception, what: str) -> ArgoError:
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(e, ApiException):
+        hint = ""
+        if e.status in (401, 403):
+            hint = "; check your kubeconfig credentials and RBAC on workflows.argoproj.io"
+        elif e.status == 404:
+            hint = "; is Argo Workflows installed, and the namespace right (ARGO_NAMESPACE)?"
+        return ArgoError(f"{what}: the Kubernetes API answered {e.status} {e.reason}{hint}")
+    return ArgoError(
+        f"{what}: cannot reach the Kubernetes API ({type(e).__name__}); check KUBECONFIG and "
+        "the current context, or set ARGO_SERVER to go through the Argo Server"
+    )
+
+
+def _submit_kube(manifest: dict[str, Any], env: Mapping[str, str]) -> Submitted:
+    api, namespace = _kube(env)
+    namespace = manifest["metadata"].get("namespace") or namespace
+    body = {**manifest, "metadata": {**manifest["metadata"], "namespace": namespace}}
+    try:
+        created = api.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, body, _request_timeout=_TIMEOUT_S
+        )
+    except Exception as e:
+        raise _kube_error(e, "submit") from None
+    name = created.get("metadata", {}).get("name", "?")
+    return Submitted(name, namespace, _ui_url(env, namespace, name), "kubernetes")
+
+
+# -- public ---------------------------------------------------------------------------------
+def submit(manifest: dict[str, Any], env: Mapping[str, str] | None = None) -> Submitted:
+    """Create the Workflow: Argo Server if ARGO_SERVER is set, else the Kubernetes API."""
+    env = os.environ if env is None else env
+    if env.get("ARGO_SERVER"):
+        return _submit_server(manifest, env)
+    return _submit_kube(manifest, env)
+
+
+def get_workflow(name: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The Workflow object (as a dict) by name, through the same path as :func:`submit`."""
+    env = os.environ if env is None else env
+    if env.get("ARGO_SERVER"):
+        service = _service(env)
+        try:
+            wf = service.get_workflow(name, namespace=service.namespace)
+        except Exception as e:
+            raise _server_error(e, env, f"workflow {name}") from None
+        return wf.model_dump(by_alias=True, exclude_none=True, mode="json")
+    api, namespace = _kube(env)
+    try:
+        return api.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, _request_timeout=_TIMEOUT_S
+        )
+    except Exception as e:
+        raise _kube_error(e, f"workflow {name}") from None
+
+
+def summarize(workflow: Mapping[str, Any]) -> dict[str, Any]:
+    """Phase, progress ("done/total" pods) and per-template pod counts of a Workflow object."""
+    status = workflow.get("status") or {}
+    nodes = (status.get("nodes") or {}).values()
+    by_template: dict[str, dict[str, int]] = {}
+    for node in nodes:
+        if node.get("type") != "Pod":
+            continue
+        counts = by_template.setdefault(node.get("templateName", "?"), {})
+        phase = node.get("phase", "Pending")
+        counts[phase] = counts.get(phase, 0) + 1
+    meta = workflow.get("metadata") or {}
+    out: dict[str, Any] = {
+        "name": meta.get("name"),
+        "namespace": meta.get("namespace"),
+        "phase": status.get("phase") or "Pending",
+        "progress": status.get("progress"),
+        "started": status.get("startedAt"),
+        "finished": status.get("finishedAt"),
+        "pods": by_template,
+    }
+    if status.get("message"):
+        out["message"] = status["message"]
+    if status.get("compressedNodes") or status.get("offloadNodeStatusVersion"):
+        out["note"] = "node status is compressed/offloaded: per-template counts unavailable here"
+    return out
+
+
+def workflow_progress(name: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """For `vcube status --workflow NAME`: the workflow's phase and progress, or the error.
+
+    The cube's own status is still worth printing when the cluster is unreachable, so an
+    unreachable server is reported in the result instead of raised.
+    """
+    try:
+        return summarize(get_workflow(name, env))
+    except ArgoError as e:
+        return {"name": name, "error": str(e)}

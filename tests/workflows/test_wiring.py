@@ -1,0 +1,157 @@
+"""The committed YAML, not the Python, builds the same cube as `vcube run`.
+
+Walks the rendered DAGs of k8s/base/vcube-build*.yaml in dependency order and runs every
+container's command (parameters substituted, withParam expanded from the previous step's real
+output files, child workflows created from the resource template's manifest) on a small sample
+archive; the resulting cube must equal the local executor's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.workflows.argo_emulator import EmulationError, Emulator, NodeRecord
+from workflows.render import OUTPUT_DIR
+from workflows.template import GROUP_TEMPLATE_NAME, TEMPLATE_NAME
+
+VCUBE = Path(sys.executable).parent / "vcube"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _library() -> dict[str, dict[str, Any]]:
+    return {
+        name: yaml.safe_load((OUTPUT_DIR / f"{name}.yaml").read_text())
+        for name in (TEMPLATE_NAME, GROUP_TEMPLATE_NAME)
+    }
+
+
+def _emulator(workdir: Path) -> Emulator:
+    library = _library()
+    return Emulator(library[TEMPLATE_NAME], workdir, library=library)
+
+
+def _spec(tmp: Path, archive: Path, name: str) -> Path:
+    raw = yaml.safe_load((REPO_ROOT / "datasets" / "sample.yaml").read_text())
+    raw["source"]["root"] = str(archive)
+    raw["target"]["repo"] = str(tmp / f"{name}-cube")
+    raw["target"]["work"] = str(tmp / f"{name}-work")
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sample_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("archive")
+    subprocess.run(
+        [
+            *(str(VCUBE), "sample", str(root), "--polygons", "2", "--dates", "2"),
+            *("--months", "3", "--grid", "12x10", "--levels", "5"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return root
+
+
+def _open(spec_path: Path) -> Any:
+    import xarray as xr
+
+    from vcube import cube, spec
+
+    s = spec.load_spec(spec_path)
+    session = cube.open_repo(s).readonly_session(s.target.branch)
+    return xr.open_zarr(session.store, consolidated=False)
+
+
+def _check_outputs(nodes: list[NodeRecord]) -> None:
+    for node in nodes:
+        # Every output the YAML reads exists: no metric silently falls back to its default.
+        assert node.defaulted_outputs == [], (node.task_path, node.defaulted_outputs)
+        json.loads(node.outputs["summary"])
+        for name, value in node.metrics.items():
+            assert float(value) >= 0, (node.task_path, name, value)
+
+
+@pytest.mark.slow
+def test_rendered_dags_build_the_cube_vcube_run_builds_and_resume(
+    sample_archive: Path, tmp_path: Path
+) -> None:
+    import xarray as xr
+
+    argo_spec = _spec(tmp_path, sample_archive, "argo")
+    local_spec = _spec(tmp_path, sample_archive, "local")
+
+    # 1. A partial build (groups=000), as if the first submission had been cut short.
+    first = _emulator(tmp_path / "first")
+    first.run({"spec": str(argo_spec), "groups": "000"})
+    assert [n.template for n in first.nodes] == [
+        "plan",
+        "init",
+        "scan",
+        "scan",
+        "commit",
+        "validate",
+    ]
+    plan_groups = json.loads(first.nodes[0].outputs["groups"])
+    assert plan_groups == [{"group": "000", "shards": ["000-01", "000-04"]}]
+    assert [c["spec"]["workflowTemplateRef"]["name"] for c in first.children] == [
+        GROUP_TEMPLATE_NAME
+    ]
+    first_commit = json.loads(first.nodes[4].outputs["summary"])
+    assert first_commit["changed"] is True
+    _check_outputs(first.nodes)
+
+    # 2. Re-submitting the whole build redoes only what is not committed yet.
+    again = _emulator(tmp_path / "again")
+    again.run({"spec": str(argo_spec)})
+    _check_outputs(again.nodes)
+    by_template: dict[str, list[NodeRecord]] = {}
+    for node in again.nodes:
+        by_template.setdefault(node.template, []).append(node)
+    assert [n.template for n in again.nodes][:2] == ["plan", "init"]
+    assert again.nodes[-1].template == "validate"
+    assert sorted(n.display_name or "" for n in by_template["scan"]) == [
+        "scan 000-01",
+        "scan 000-04",
+        "scan 001-01",
+        "scan 001-04",
+    ]
+    commits = {n.display_name: json.loads(n.outputs["summary"]) for n in by_template["commit"]}
+    assert set(commits) == {"commit group 000", "commit group 001"}
+    assert commits["commit group 000"]["changed"] is False
+    assert commits["commit group 000"]["snapshot"] == first_commit["snapshot"]
+    assert commits["commit group 001"]["changed"] is True
+    assert all(int(n.metrics["vcube_files_scanned"]) == 3 for n in by_template["scan"])
+    assert int(by_template["commit"][-1].metrics["vcube_refs_committed"]) > 0
+    assert all(n.progress == "3/3" for n in by_template["scan"])
+    assert json.loads(by_template["validate"][0].outputs["summary"])["ok"] is True
+    # The children carry the labels that tie them to their parent.
+    for child in again.children:
+        assert child["metadata"]["labels"]["vcube.io/parent-workflow"] == "wf"
+
+    # 3. The local executor builds an identical cube from the same archive.
+    subprocess.run(
+        [str(VCUBE), "run", str(local_spec), "--workers", "2", "--quiet"],
+        check=True,
+        capture_output=True,
+    )
+    xr.testing.assert_identical(_open(argo_spec), _open(local_spec))
+
+
+def test_emulator_refuses_unresolved_parameters(tmp_path: Path) -> None:
+    library = _library()
+    obj = library[TEMPLATE_NAME]
+    obj["spec"]["templates"] = [
+        t if t["name"] != "plan" else {**t, "container": {**t["container"], "args": ["{{nope}}"]}}
+        for t in obj["spec"]["templates"]
+    ]
+    with pytest.raises(EmulationError, match="unresolved"):
+        Emulator(obj, tmp_path, library=library).run({"spec": "x.yaml"})

@@ -1,0 +1,498 @@
+"""The WorkflowTemplates: ``vcube-build`` (plan → init → per group → validate) and
+``vcube-build-group`` (scan per shard → commit), one child workflow per group.
+
+Every step is a container running the ``vcube`` CLI with explicit arguments; the pods share
+nothing but the spec (its work area in object storage holds the plan and the shard results).
+Argo parameters carry ids only: ``plan`` writes ``groups.json`` (``[{"group", "shards"}]``),
+the parent fans out over it. Each group runs as its own child Workflow because one Workflow
+holding all 690 atlas groups would carry ~8 300 nodes, ~82 % of Argo's 1 MiB object limit even
+gzip-compressed (workflows/scale.py, README "Scale").
+
+Sizing assumptions (per pod; see README.md for the numbers behind them):
+- plan lists the source prefix (~500 k keys for the atlas): 0.5 CPU, 1 Gi.
+- init reads one template file's metadata and writes coordinates: 1 CPU, 2 Gi.
+- scan reads HDF5 metadata only (~40 ms CPU and ~0.3 MB per file, 180 files per shard):
+  0.5 CPU, 512 Mi request / 1 Gi limit. Runs on spot capacity, retried on node loss.
+- commit writes one group's refs (~24 k refs) and commits once: 1 CPU, 2 Gi. On-demand nodes,
+  one at a time per target repo (a mutex), retried on conflicts.
+- validate samples values through the cube and from the sources: 1 CPU, 2 Gi.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from hera.workflows import (
+    DAG,
+    Container,
+    EmptyDirVolume,
+    Env,
+    Parameter,
+    Resource,
+    Resources,
+    Task,
+    WorkflowTemplate,
+)
+from hera.workflows.models import (
+    Backoff,
+    Capabilities,
+    Counter,
+    Metrics,
+    Mutex,
+    PodGC,
+    PodSecurityContext,
+    Prometheus,
+    RetryStrategy,
+    SeccompProfile,
+    SecurityContext,
+    Synchronization,
+    Toleration,
+    TTLStrategy,
+    ValueFrom,
+    WorkflowMetadata,
+)
+from hera.workflows.models import Metadata as PodMetadata
+from hera.workflows.models import MetricLabel as Label
+
+ARGO_VERSION = "v4.1.2"
+SCHEMA_URL = (
+    f"https://raw.githubusercontent.com/argoproj/argo-workflows/{ARGO_VERSION}"
+    "/api/jsonschema/schema.json"
+)
+TEMPLATE_NAME = "vcube-build"
+GROUP_TEMPLATE_NAME = "vcube-build-group"
+# Untagged on purpose: the kustomize overlay sets the tag (`images:`), so the rendered base
+# never drifts from what the image pipeline built.
+IMAGE = "vcube-worker"
+SERVICE_ACCOUNT = "vcube"
+# The pod's writable scratch: the root filesystem is read-only, /tmp is an emptyDir.
+SCRATCH = "/tmp"
+OUTPUTS_DIR = f"{SCRATCH}/outputs"
+DISPLAY_NAME = "workflows.argoproj.io/display-name"
+APP_LABELS = {"app.kubernetes.io/name": "vcube", "app.kubernetes.io/part-of": "vcube"}
+
+
+def labels(component: str) -> dict[str, str]:
+    """The label scheme applied to every object and pod: one app, one component per role."""
+    return {**APP_LABELS, "app.kubernetes.io/component": component}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Knobs of the rendered template; defaults are what `make render` commits."""
+
+    name: str = TEMPLATE_NAME
+    group_name: str = GROUP_TEMPLATE_NAME
+    image: str = IMAGE
+    service_account: str = SERVICE_ACCOUNT
+    default_spec: str = "/app/datasets/oae-atlas.yaml"
+    # Child workflows (one per group) running at a time, each with its shards' scans in
+    # parallel: with 4 shards per group, 25 groups = up to 100 scan pods. An integer field in
+    # the CRD, so not an Argo parameter: the overlay patches it, `make submit PARALLELISM=N`
+    # overrides it per run.
+    parallelism: int = 25
+    active_deadline_seconds: int = 2 * 24 * 3600
+    group_deadline_seconds: int = 6 * 3600
+    ttl_after_success: int = 24 * 3600
+    ttl_after_failure: int = 7 * 24 * 3600
+    spot_selector: dict[str, str] = field(
+        default_factory=lambda: {"karpenter.sh/capacity-type": "spot"}
+    )
+    on_demand_selector: dict[str, str] = field(
+        default_factory=lambda: {"karpenter.sh/capacity-type": "on-demand"}
+    )
+
+
+def _pod_security_context() -> PodSecurityContext:
+    return PodSecurityContext(
+        run_as_non_root=True,
+        run_as_user=1000,
+        run_as_group=1000,
+        fs_group=1000,
+        seccomp_profile=SeccompProfile(type="RuntimeDefault"),
+    )
+
+
+def _container_security_context() -> SecurityContext:
+    return SecurityContext(
+        run_as_non_root=True,
+        allow_privilege_escalation=False,
+        read_only_root_filesystem=True,
+        capabilities=Capabilities(drop=["ALL"]),
+    )
+
+
+def _summary_output() -> Parameter:
+    # The step's one-line JSON summary, shown in the Argo UI node's outputs.
+    return Parameter(
+        name="summary",
+        value_from=ValueFrom(path=f"{OUTPUTS_DIR}/summary.json"),
+        description="the step's JSON summary (vcube --outputs-dir)",
+    )
+
+
+def _scalar_output(key: str, description: str) -> Parameter:
+    # One plain-text file per scalar summary key; feeds the Prometheus metrics.
+    return Parameter(
+        name=key,
+        value_from=ValueFrom(path=f"{OUTPUTS_DIR}/{key}", default="0"),
+        description=description,
+    )
+
+
+def _counter(name: str, help_: str, output: str) -> Prometheus:
+    return Prometheus(
+        name=name,
+        help=help_,
+        labels=[Label(key="spec", value="{{workflow.parameters.spec}}")],
+        when="{{status}} == Succeeded",
+        counter=Counter(value=f"{{{{outputs.parameters.{output}}}}}"),
+    )
+
+
+def _vcube(
+    opts: BuildOptions,
+    name: str,
+    args: list[str],
+    *,
+    cpu: str,
+    memory: str,
+    memory_limit: str,
+    display: str,
+    inputs: list[Parameter] | None = None,
+    outputs: list[Parameter] | None = None,
+    **kwargs: Any,
+) -> Container:
+    """One container template running the vcube CLI; shared security, scratch and labels."""
+    return Container(
+        name=name,
+        image=opts.image,
+        command=["vcube"],
+        args=[*args, "--outputs-dir", OUTPUTS_DIR],
+        inputs=inputs,
+        outputs=[_summary_output(), *(outputs or [])],
+        env=[Env(name="HOME", value=SCRATCH), Env(name="TMPDIR", value=SCRATCH)],
+        resources=Resources(cpu_request=cpu, memory_request=memory, memory_limit=memory_limit),
+        security_context=_container_security_context(),
+        volumes=[EmptyDirVolume(name="scratch", mount_path=SCRATCH)],
+        labels=labels(name),
+        annotations={DISPLAY_NAME: display},
+        **kwargs,
+    )
+
+
+def _workflow_spec_defaults(opts: BuildOptions, component: str) -> dict[str, Any]:
+    """Workflow-level settings shared by the parent and the per-group child templates."""
+    return {
+        "labels": labels(component),
+        "service_account_name": opts.service_account,
+        "pod_gc": PodGC(strategy="OnPodSuccess"),
+        "ttl_strategy": TTLStrategy(
+            seconds_after_success=opts.ttl_after_success,
+            seconds_after_failure=opts.ttl_after_failure,
+        ),
+        "security_context": _pod_security_context(),
+        "workflow_metadata": WorkflowMetadata(labels=labels(component)),
+        "pod_metadata": PodMetadata(labels=dict(APP_LABELS)),
+    }
+
+
+def _spec_parameter(opts: BuildOptions) -> Parameter:
+    return Parameter(
+        name="spec",
+        value=opts.default_spec,
+        description=(
+            "Path of the dataset spec inside the pod (the specs are baked into the image "
+            "under /app/datasets/)."
+        ),
+    )
+
+
+def _commit_mutex() -> Synchronization:
+    # One writer per target repo (one spec = one repo): racing commits on one branch only
+    # conflict. Mutexes are namespace-wide, so this holds across the per-group workflows.
+    return Synchronization(mutexes=[Mutex(name="vcube-commit-{{workflow.parameters.spec}}")])
+
+
+def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
+    """The parent ``vcube-build``: plan → init → one child workflow per group → validate."""
+    opts = opts or BuildOptions()
+    spec = "{{workflow.parameters.spec}}"
+    with WorkflowTemplate(
+        name=opts.name,
+        annotations={
+            "workflows.argoproj.io/description": (
+                "Build or update a virtual Zarr datacube (Icechunk) from a dataset spec: "
+                "plan, init, one child workflow per commit group (scan shards, commit), validate."
+            ),
+        },
+        entrypoint="build",
+        parallelism=opts.parallelism,
+        active_deadline_seconds=opts.active_deadline_seconds,
+        arguments=[
+            _spec_parameter(opts),
+            Parameter(
+                name="groups",
+                value="",
+                description=(
+                    "Comma-separated commit group ids to build (e.g. 000,001); empty = all. "
+                    "Groups already committed with the same inputs are no-ops."
+                ),
+            ),
+        ],
+        **_workflow_spec_defaults(opts, "build"),
+    ) as wt:
+        plan = _vcube(
+            opts,
+            "plan",
+            ["plan", spec, "--groups", "{{workflow.parameters.groups}}"],
+            cpu="500m",
+            memory="1Gi",
+            memory_limit="2Gi",
+            display="plan",
+            outputs=[
+                Parameter(
+                    name="groups",
+                    value_from=ValueFrom(path=f"{OUTPUTS_DIR}/groups.json"),
+                    description='[{"group": id, "shards": [ids]}]: ids only, no file lists',
+                ),
+            ],
+            node_selector=opts.on_demand_selector,
+            retry_strategy=RetryStrategy(
+                limit="2",
+                retry_policy="OnError",
+                backoff=Backoff(duration="30s", factor="2", max_duration="10m"),
+            ),
+            active_deadline_seconds=3600,
+        )
+        init = _vcube(
+            opts,
+            "init",
+            ["init", spec],
+            cpu="1",
+            memory="2Gi",
+            memory_limit="3Gi",
+            display="init cube",
+            node_selector=opts.on_demand_selector,
+            synchronization=_commit_mutex(),
+            retry_strategy=RetryStrategy(
+                limit="3",
+                retry_policy="Always",
+                backoff=Backoff(duration="30s", factor="2", max_duration="15m"),
+            ),
+            active_deadline_seconds=3600,
+        )
+        child = {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {
+                "generateName": f"{opts.group_name}-",
+                "labels": {
+                    **labels("build-group"),
+                    "vcube.io/parent-workflow": "{{workflow.name}}",
+                },
+                "annotations": {"workflows.argoproj.io/title": "group {{inputs.parameters.group}}"},
+            },
+            "spec": {
+                "workflowTemplateRef": {"name": opts.group_name},
+                "arguments": {
+                    "parameters": [
+                        {"name": "spec", "value": spec},
+                        {"name": "group", "value": "{{inputs.parameters.group}}"},
+                        {"name": "shards", "value": "{{inputs.parameters.shards}}"},
+                    ]
+                },
+            },
+        }
+        launch = Resource(
+            name="group",
+            action="create",
+            set_owner_reference=True,
+            manifest=yaml.safe_dump(child, sort_keys=False),
+            success_condition="status.phase == Succeeded",
+            failure_condition="status.phase in (Failed, Error)",
+            inputs=[
+                Parameter(name="group", description="commit group id, e.g. 012"),
+                Parameter(name="shards", description="JSON list of the group's shard ids"),
+            ],
+            outputs=[
+                Parameter(
+                    name="workflow",
+                    value_from=ValueFrom(json_path="{.metadata.name}"),
+                    description="the child workflow that scanned and committed this group",
+                )
+            ],
+            labels=labels("group"),
+            annotations={DISPLAY_NAME: "group {{inputs.parameters.group}}"},
+            node_selector=opts.on_demand_selector,
+            # Losing the waiting pod re-creates the child: wasted work, never a wrong cube
+            # (scans are deterministic, committed groups are no-ops).
+            retry_strategy=RetryStrategy(
+                limit="2",
+                retry_policy="OnError",
+                backoff=Backoff(duration="30s", factor="2", max_duration="10m"),
+            ),
+        )
+        validate = _vcube(
+            opts,
+            "validate",
+            ["validate", spec],
+            cpu="1",
+            memory="2Gi",
+            memory_limit="3Gi",
+            display="validate",
+            node_selector=opts.on_demand_selector,
+            retry_strategy=RetryStrategy(
+                limit="2",
+                retry_policy="OnError",
+                backoff=Backoff(duration="30s", factor="2", max_duration="10m"),
+            ),
+            active_deadline_seconds=3 * 3600,
+        )
+        with DAG(name="build", labels=labels("build")):
+            t_plan = Task(name="plan", template=plan)
+            t_init = Task(name="init", template=init)
+            t_groups = Task(
+                name="group",
+                template=launch,
+                arguments={"group": "{{item.group}}", "shards": "{{item.shards}}"},
+                with_param="{{tasks.plan.outputs.parameters.groups}}",
+            )
+            t_validate = Task(name="validate", template=validate)
+            t_plan >> t_init >> t_groups >> t_validate
+    return wt
+
+
+def build_group_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
+    """The child ``vcube-build-group``: scan every shard of one group (fan-out) → commit it."""
+    opts = opts or BuildOptions()
+    spec = "{{workflow.parameters.spec}}"
+    with WorkflowTemplate(
+        name=opts.group_name,
+        annotations={
+            "workflows.argoproj.io/description": (
+                "One commit group of a vcube build: scan its shards in parallel, then commit "
+                "the group once. Started by vcube-build; can be submitted alone to redo a group."
+            ),
+        },
+        entrypoint="group",
+        active_deadline_seconds=opts.group_deadline_seconds,
+        arguments=[
+            _spec_parameter(opts),
+            Parameter(name="group", value="", description="commit group id, e.g. 012"),
+            Parameter(
+                name="shards",
+                value="[]",
+                description='JSON list of the group\'s shard ids, e.g. ["012-01", "012-04"]',
+            ),
+        ],
+        **_workflow_spec_defaults(opts, "build-group"),
+    ) as wt:
+        scan = _vcube(
+            opts,
+            "scan",
+            ["scan", spec, "--shard", "{{inputs.parameters.shard}}"],
+            cpu="500m",
+            memory="512Mi",
+            memory_limit="1Gi",
+            display="scan {{inputs.parameters.shard}}",
+            inputs=[Parameter(name="shard", description="shard id, e.g. 012-04")],
+            outputs=[_scalar_output("files", "files scanned by this shard")],
+            node_selector=opts.spot_selector,
+            tolerations=[
+                Toleration(
+                    key="karpenter.sh/capacity-type",
+                    operator="Equal",
+                    value="spot",
+                    effect="NoSchedule",
+                )
+            ],
+            # Spot reclaim and node loss surface as errors, S3 hiccups as failures: retry
+            # both. A scan is pure and deterministic, so a retry rewrites the same bytes.
+            retry_strategy=RetryStrategy(
+                limit="5",
+                retry_policy="Always",
+                backoff=Backoff(duration="15s", factor="2", max_duration="30m"),
+            ),
+            metrics=Metrics(
+                prometheus=[
+                    _counter("vcube_files_scanned", "Source files scanned by vcube", "files")
+                ]
+            ),
+            active_deadline_seconds=3600,
+        )
+        commit = _vcube(
+            opts,
+            "commit",
+            ["commit", spec, "--group", "{{inputs.parameters.group}}"],
+            cpu="1",
+            memory="2Gi",
+            memory_limit="3Gi",
+            display="commit group {{inputs.parameters.group}}",
+            inputs=[Parameter(name="group", description="commit group id, e.g. 012")],
+            outputs=[_scalar_output("refs", "chunk refs written by this commit")],
+            node_selector=opts.on_demand_selector,
+            synchronization=_commit_mutex(),
+            # A conflicting or interrupted commit is retried; re-running a committed group
+            # is a no-op (the CLI checks the commit metadata).
+            retry_strategy=RetryStrategy(
+                limit="5",
+                retry_policy="Always",
+                backoff=Backoff(duration="30s", factor="2", max_duration="30m"),
+            ),
+            metrics=Metrics(
+                prometheus=[
+                    _counter("vcube_refs_committed", "Chunk refs committed by vcube", "refs")
+                ]
+            ),
+            active_deadline_seconds=3600,
+        )
+        with DAG(name="group", labels=labels("build-group")):
+            scans = Task(
+                name="scan",
+                template=scan,
+                arguments={"shard": "{{item}}"},
+                with_param="{{workflow.parameters.shards}}",
+            )
+            commits = Task(
+                name="commit",
+                template=commit,
+                arguments={"group": "{{workflow.parameters.group}}"},
+            )
+            scans >> commits
+    return wt
+
+
+def _set_template_annotations(obj: dict[str, Any]) -> None:
+    """Move display-name annotations from pod metadata to the template's own ``annotations``.
+
+    Hera 7.1 puts a template's ``annotations`` into pod ``metadata``; Argo reads the node
+    display name from the template-level ``annotations`` field (Argo ≥ 3.7, in the v4 CRD).
+    """
+    for template in obj["spec"]["templates"]:
+        meta = template.get("metadata") or {}
+        pod_annotations = meta.get("annotations") or {}
+        if DISPLAY_NAME in pod_annotations:
+            template["annotations"] = {DISPLAY_NAME: pod_annotations.pop(DISPLAY_NAME)}
+            if not pod_annotations:
+                meta.pop("annotations")
+            if not meta:
+                template.pop("metadata")
+
+
+def _finish(wt: WorkflowTemplate) -> dict[str, Any]:
+    obj = wt.to_dict()
+    _set_template_annotations(obj)
+    return obj
+
+
+def template_dict(opts: BuildOptions | None = None) -> dict[str, Any]:
+    """The parent WorkflowTemplate as the plain dict that is rendered and applied."""
+    return _finish(build_template(opts))
+
+
+def group_template_dict(opts: BuildOptions | None = None) -> dict[str, Any]:
+    """The per-group child WorkflowTemplate as a plain dict."""
+    return _finish(build_group_template(opts))
