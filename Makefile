@@ -54,5 +54,12 @@ image: ## Build the worker image vcube-worker:<git sha> with Docker (fails if no
 	  "the image was NOT built. Run 'make image' where Docker runs (CI: .github/workflows/image.yml)." >&2; exit 1; }
 	docker build -f image/Dockerfile -t $(IMAGE):$(TAG) .
 
+render: $(VENV)/.dev ## Regenerate the Argo WorkflowTemplates (k8s/base/vcube-build*.yaml) from workflows/
+	$(BIN)/python -m workflows.render
+
+submit: $(VENV)/.dev ## Submit a build: SPEC=datasets/oae-atlas.yaml [GROUPS=000,001] [PARALLELISM=N] [DRY_RUN=1]
+	$(BIN)/python -m workflows.submit $(SPEC) --groups "$(GROUPS)" \
+	  $(if $(PARALLELISM),--parallelism $(PARALLELISM)) $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
+
 clean: ## Remove build outputs (not the venv)
 	rm -rf build

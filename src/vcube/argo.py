@@ -65,7 +65,6 @@ def workflow_manifest(
             "app.kubernetes.io/name": "vcube",
             "app.kubernetes.io/part-of": "vcube",
             "app.kubernetes.io/component": "build",
-            "workflows.argoproj.io/workflow-template": template,
         },
     }
     if namespace:
