@@ -54,3 +54,14 @@ def make_spec(tmp_path: Path) -> Callable[..., tuple[Path, DatasetSpec]]:
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def built_sample(tmp_path_factory: pytest.TempPathFactory, sample_archive: Path) -> DatasetSpec:
+    """The small sample built once by `vcube run` (read-only for tests: copy before changing)."""
+    from vcube.run_local import run_local
+
+    d = tmp_path_factory.mktemp("built")
+    _, spec = write_spec(d / "spec.yaml", spec_dict(str(sample_archive), str(d / "cube")))
+    run_local(spec, workers=2, progress=False)
+    return spec

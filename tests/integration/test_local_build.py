@@ -50,14 +50,9 @@ def _compare_every_file(spec: DatasetSpec, *, decode: bool) -> int:
     return len(files)
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, sample_archive: Path) -> DatasetSpec:
-    from tests.conftest import spec_dict, write_spec
-
-    d = tmp_path_factory.mktemp("built")
-    _, spec = write_spec(d / "spec.yaml", spec_dict(str(sample_archive), str(d / "cube")))
-    run_local(spec, workers=2, progress=False)
-    return spec
+@pytest.fixture
+def built(built_sample: DatasetSpec) -> DatasetSpec:
+    return built_sample
 
 
 def test_every_file_reads_back_raw(built: DatasetSpec) -> None:
