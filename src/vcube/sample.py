@@ -325,6 +325,8 @@ def write_sample_archive(
         for inj in INJECTION_MONTHS[:dates]
         for k in range(months)
     ]
+    for job in jobs:  # left by a killed run (an interrupted one removes its own)
+        _tmp_path(job.path).unlink(missing_ok=True)
     todo = [j for j in jobs if not _is_current(j.path, stamp)]
     if workers is None:  # a pool only pays off once zlib has real work to do
         big = len(todo) * levels * nlat * nlon >= _PARALLEL_MIN_CELLS
@@ -394,6 +396,10 @@ def _write_job(job: _Job) -> None:
     _write_atomically(job.path, series, job.index, job.stamp)
 
 
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
 def _is_current(path: Path, stamp: str) -> bool:
     """True if `path` is a complete file written by this generator with the same parameters."""
     if not path.is_file():
@@ -411,7 +417,7 @@ def _is_current(path: Path, stamp: str) -> bool:
 def _write_atomically(path: Path, series: _Series, index: int, stamp: str) -> None:
     """Write next to the target and rename, so an interrupted run never leaves a half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp_path(path)
     try:
         series.write(tmp, index, stamp)
         tmp.replace(path)
@@ -619,6 +625,10 @@ class _Series:
         plume3d = shape[None, :, :] * mixing[:, None, None]
         plume3d[g.land3d] = 0.0
 
+        # No chunk cache: with one, netCDF-C keeps every whole-variable chunk in memory until
+        # close (~300 MB at full grid). The setting is process-wide, so it is restored after.
+        cache = netCDF4.get_chunk_cache()
+        netCDF4.set_chunk_cache(0, 1, 1.0)
         ds = netCDF4.Dataset(path, "w", format="NETCDF4")
         try:
             _define(ds, g, series=self, index=index, year=year, month=month, stamp=stamp)
@@ -634,6 +644,7 @@ class _Series:
                     ds.variables[base][...] = values[None, None, None]
         finally:
             ds.close()
+            netCDF4.set_chunk_cache(*cache)
 
     def _field(
         self,

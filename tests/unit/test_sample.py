@@ -282,6 +282,10 @@ def test_existing_archive_is_kept_and_other_parameters_rewrite(tmp_path: Path) -
     write_sample_archive(tmp_path, **{**opts, "seed": 9})
     assert _values(first) != before  # other parameters: rewritten
     assert not list(tmp_path.rglob("*.tmp"))
+    stale = first.with_name(first.name + ".tmp")  # as a killed run would leave it
+    stale.write_bytes(b"half")
+    write_sample_archive(tmp_path, **{**opts, "seed": 9})
+    assert not stale.exists()
 
 
 def test_a_damaged_file_is_rewritten(tmp_path: Path) -> None:
