@@ -39,6 +39,7 @@ from hera.workflows.models import (
     Backoff,
     Capabilities,
     Counter,
+    IntOrString,
     Metrics,
     Mutex,
     PodGC,
@@ -102,6 +103,15 @@ class BuildOptions:
     )
     on_demand_selector: dict[str, str] = field(
         default_factory=lambda: {"karpenter.sh/capacity-type": "on-demand"}
+    )
+
+
+def _retry(limit: int, policy: str, first_backoff: str, max_duration: str) -> RetryStrategy:
+    """Retries with exponential backoff (first_backoff, doubling, all within max_duration)."""
+    return RetryStrategy(
+        limit=IntOrString(str(limit)),
+        retry_policy=policy,
+        backoff=Backoff(duration=first_backoff, factor=IntOrString("2"), max_duration=max_duration),
     )
 
 
@@ -260,11 +270,7 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
                 ),
             ],
             node_selector=opts.on_demand_selector,
-            retry_strategy=RetryStrategy(
-                limit="2",
-                retry_policy="OnError",
-                backoff=Backoff(duration="30s", factor="2", max_duration="10m"),
-            ),
+            retry_strategy=_retry(2, "OnError", "30s", "10m"),
             active_deadline_seconds=3600,
         )
         init = _vcube(
@@ -277,11 +283,7 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
             display="init cube",
             node_selector=opts.on_demand_selector,
             synchronization=_commit_mutex(),
-            retry_strategy=RetryStrategy(
-                limit="3",
-                retry_policy="Always",
-                backoff=Backoff(duration="30s", factor="2", max_duration="15m"),
-            ),
+            retry_strategy=_retry(3, "Always", "30s", "15m"),
             active_deadline_seconds=3600,
         )
         child = {
@@ -329,11 +331,7 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
             node_selector=opts.on_demand_selector,
             # Losing the waiting pod re-creates the child: wasted work, never a wrong cube
             # (scans are deterministic, committed groups are no-ops).
-            retry_strategy=RetryStrategy(
-                limit="2",
-                retry_policy="OnError",
-                backoff=Backoff(duration="30s", factor="2", max_duration="10m"),
-            ),
+            retry_strategy=_retry(2, "OnError", "30s", "10m"),
         )
         validate = _vcube(
             opts,
@@ -344,11 +342,7 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
             memory_limit="3Gi",
             display="validate",
             node_selector=opts.on_demand_selector,
-            retry_strategy=RetryStrategy(
-                limit="2",
-                retry_policy="OnError",
-                backoff=Backoff(duration="30s", factor="2", max_duration="10m"),
-            ),
+            retry_strategy=_retry(2, "OnError", "30s", "10m"),
             active_deadline_seconds=3 * 3600,
         )
         with DAG(name="build", labels=labels("build")):
@@ -361,7 +355,9 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
                 with_param="{{tasks.plan.outputs.parameters.groups}}",
             )
             t_validate = Task(name="validate", template=validate)
-            t_plan >> t_init >> t_groups >> t_validate
+            t_plan >> t_init
+            t_init >> t_groups
+            t_groups >> t_validate
     return wt
 
 
@@ -411,11 +407,7 @@ def build_group_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
             ],
             # Spot reclaim and node loss surface as errors, S3 hiccups as failures: retry
             # both. A scan is pure and deterministic, so a retry rewrites the same bytes.
-            retry_strategy=RetryStrategy(
-                limit="5",
-                retry_policy="Always",
-                backoff=Backoff(duration="15s", factor="2", max_duration="30m"),
-            ),
+            retry_strategy=_retry(5, "Always", "15s", "30m"),
             metrics=Metrics(
                 prometheus=[
                     _counter("vcube_files_scanned", "Source files scanned by vcube", "files")
@@ -437,11 +429,7 @@ def build_group_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
             synchronization=_commit_mutex(),
             # A conflicting or interrupted commit is retried; re-running a committed group
             # is a no-op (the CLI checks the commit metadata).
-            retry_strategy=RetryStrategy(
-                limit="5",
-                retry_policy="Always",
-                backoff=Backoff(duration="30s", factor="2", max_duration="30m"),
-            ),
+            retry_strategy=_retry(5, "Always", "30s", "30m"),
             metrics=Metrics(
                 prometheus=[
                     _counter("vcube_refs_committed", "Chunk refs committed by vcube", "refs")

@@ -1,0 +1,413 @@
+"""Numbers behind the single-workflow vs workflow-of-workflows decision (README "Scale").
+
+Three things grow with the archive: the submitted Workflow object (constant: it references the
+template), the ``groups`` output parameter of ``plan`` (ids only, linear in groups), and the
+Workflow's ``status.nodes`` (linear in tasks). Argo keeps a Workflow in one etcd object; the
+controller gzips ``status.nodes`` into ``status.compressedNodes`` once the object passes its
+``maxWorkflowSize`` (1 MiB), and fails the workflow if even that is too big unless node-status
+offloading to a database is configured. This module builds realistic node statuses (field set
+of Argo's NodeStatus, values shaped like a real run's, summaries copied from a sample run) and
+measures them. ``python -m workflows.scale`` prints the table.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from workflows.template import group_template_dict, template_dict
+
+ARGO_MAX_WORKFLOW_SIZE = 1024 * 1024  # controller default (MAX_WORKFLOW_SIZE), bytes
+ATLAS_GROUPS = 690
+ATLAS_SHARDS_PER_GROUP = 4
+ATLAS_FILES_PER_SHARD = 180
+WORKFLOW_NAME = "vcube-build-7xk2p"
+
+# Summaries as the CLI writes them (from a sample run), sized up to atlas numbers.
+_SCAN_SUMMARY = {
+    "bytes": 941_052,
+    "changed": True,
+    "files": ATLAS_FILES_PER_SHARD,
+    "refs": 6120,
+    "seconds": 41.337,
+    "shard": "000-01",
+    "step": "scan",
+}
+_COMMIT_SUMMARY = {
+    "changed": True,
+    "files": ATLAS_FILES_PER_SHARD * ATLAS_SHARDS_PER_GROUP,
+    "group": "000",
+    "refs": 24480,
+    "seconds": 12.181,
+    "snapshot": "MCC408M2JER26C7DKPZG",
+    "step": "commit",
+}
+
+
+def atlas_groups(
+    n_groups: int = ATLAS_GROUPS, months: tuple[str, ...] = ("01", "04", "07", "10")
+) -> list[dict[str, Any]]:
+    """The ``groups.json`` plan writes for the atlas: ids only."""
+    return [
+        {"group": f"{g:03d}", "shards": [f"{g:03d}-{m}" for m in months]} for g in range(n_groups)
+    ]
+
+
+def groups_json_bytes(n_groups: int = ATLAS_GROUPS) -> int:
+    """Size of plan's ``groups`` output parameter (compact JSON, as the CLI writes it)."""
+    return len(json.dumps(atlas_groups(n_groups)).encode())
+
+
+def _node_id(name: str) -> str:
+    return f"{WORKFLOW_NAME}-{int(hashlib.sha1(name.encode()).hexdigest()[:8], 16)}"
+
+
+def _jitter(name: str, salt: str, low: int, high: int) -> int:
+    """A deterministic per-node number: real statuses differ node to node (compression)."""
+    digest = hashlib.sha1(f"{salt}:{name}".encode()).hexdigest()
+    return low + int(digest[:8], 16) % (high - low + 1)
+
+
+def _timestamp(seconds: int) -> str:
+    day, rest = divmod(seconds, 86400)
+    return f"2026-11-{25 + day:02d}T{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}Z"
+
+
+def _params(values: dict[str, str], descriptions: dict[str, str]) -> list[dict[str, str]]:
+    return [
+        {"name": k, "value": v, "description": descriptions.get(k, "")} for k, v in values.items()
+    ]
+
+
+@dataclass
+class _Nodes:
+    nodes: dict[str, dict[str, Any]]
+    descriptions: dict[str, dict[str, str]]
+
+    def add(
+        self,
+        name: str,
+        display: str,
+        kind: str,
+        template: str | None,
+        boundary: str | None,
+        parent: str | None,
+        inputs: dict[str, str] | None = None,
+        outputs: dict[str, str] | None = None,
+        progress: str = "1/1",
+    ) -> str:
+        node_id = _node_id(name)
+        node: dict[str, Any] = {
+            "id": node_id,
+            "name": name,
+            "displayName": display,
+            "type": kind,
+            "templateName": template,
+            "templateScope": "local/",
+            "phase": "Succeeded",
+            "boundaryID": boundary,
+            "startedAt": _timestamp(start := _jitter(name, "start", 0, 30000)),
+            "finishedAt": _timestamp(start + _jitter(name, "took", 5, 900)),
+            "progress": progress,
+            "resourcesDuration": {
+                "cpu": _jitter(name, "cpu", 1, 400),
+                "memory": _jitter(name, "mem", 1, 900),
+            },
+        }
+        if kind == "Pod":
+            host = _jitter(name, "host", 0, 255)
+            node["hostNodeName"] = f"ip-10-42-{host}-{host * 7 % 256}.us-west-2.compute.internal"
+            node["outputs"] = {"exitCode": "0"}
+        if inputs:
+            node["inputs"] = {
+                "parameters": _params(inputs, self.descriptions.get(template or "", {}))
+            }
+        if outputs:
+            node.setdefault("outputs", {})["parameters"] = [
+                {**p, "valueFrom": {"path": f"/tmp/outputs/{p['name']}"}}
+                for p in _params(outputs, self.descriptions.get(template or "", {}))
+            ]
+        if template is None:
+            node.pop("templateName")
+        if boundary is None:
+            node.pop("boundaryID")
+        self.nodes[node_id] = node
+        if parent is not None:
+            self.nodes[_node_id(parent)].setdefault("children", []).append(node_id)
+        return name
+
+    def retried_pod(
+        self, name: str, display: str, template: str, boundary: str, parent: str, **io: Any
+    ) -> str:
+        """A template with a retryStrategy: a Retry node with one Pod child (no retries)."""
+        self.add(name, display, "Retry", template, boundary, parent, **io)
+        pod = self.add(f"{name}(0)", f"{display}(0)", "Pod", template, boundary, name, **io)
+        self.nodes[_node_id(pod)].setdefault("nodeFlag", {"retried": True})
+        return name
+
+
+@cache
+def _descriptions() -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for obj in (template_dict(), group_template_dict()):
+        for t in obj["spec"]["templates"]:
+            params = t.get("inputs", {}).get("parameters", []) + t.get("outputs", {}).get(
+                "parameters", []
+            )
+            out[t["name"]] = {p["name"]: p.get("description", "") for p in params}
+    return out
+
+
+@cache
+def _template_bytes(which: str) -> int:
+    obj = template_dict() if which == "parent" else group_template_dict()
+    return len(json.dumps(obj, separators=(",", ":")).encode())
+
+
+def _months(shards_per_group: int) -> tuple[str, ...]:
+    return tuple(f"{1 + 3 * i:02d}" for i in range(shards_per_group))
+
+
+def _head(nodes: _Nodes, root: str, n_groups: int, shards_per_group: int) -> None:
+    """plan and init, as both the single and the parent workflow run them."""
+    groups_value = json.dumps(atlas_groups(n_groups, _months(shards_per_group)))
+    plan_summary = json.dumps(
+        {"digest": "6c36848fbb593dce", "files": n_groups * shards_per_group * 180, "step": "plan"}
+    )
+    nodes.retried_pod(
+        f"{root}.plan", "plan", "plan", _node_id(root), root,
+        outputs={"summary": plan_summary, "groups": groups_value},
+    )  # fmt: skip
+    nodes.retried_pod(
+        f"{root}.init", "init cube", "init", _node_id(root), root,
+        outputs={"summary": json.dumps({"arrays": 98, "changed": True, "step": "init"})},
+    )  # fmt: skip
+
+
+def _tail(nodes: _Nodes, root: str) -> None:
+    nodes.retried_pod(
+        f"{root}.validate", "validate", "validate", _node_id(root), root,
+        outputs={"summary": json.dumps({"ok": True, "problems": [], "step": "validate"})},
+    )  # fmt: skip
+
+
+def _group_body(nodes: _Nodes, gname: str, boundary: str, g: dict[str, Any]) -> None:
+    """scan fan-out + commit of one group, under the node ``gname``."""
+    sfan = nodes.add(f"{gname}.scan", "scan", "TaskGroup", None, boundary, gname)
+    for j, shard in enumerate(g["shards"]):
+        summary = json.dumps(
+            {
+                **_SCAN_SUMMARY,
+                "shard": shard,
+                "bytes": _jitter(shard, "bytes", 900_000, 990_000),
+                "seconds": _jitter(shard, "s", 20_000, 90_000) / 1000,
+            },
+            sort_keys=True,
+        )
+        nodes.retried_pod(
+            f"{sfan}({j}:{shard})", f"scan {shard}", "scan", boundary, sfan,
+            inputs={"shard": shard},
+            outputs={"summary": summary, "files": str(ATLAS_FILES_PER_SHARD)},
+            progress=f"{ATLAS_FILES_PER_SHARD}/{ATLAS_FILES_PER_SHARD}",
+        )  # fmt: skip
+    snapshot = hashlib.sha1(g["group"].encode()).hexdigest()[:20].upper()
+    summary = json.dumps(
+        {
+            **_COMMIT_SUMMARY,
+            "group": g["group"],
+            "snapshot": snapshot,
+            "seconds": _jitter(g["group"], "s", 5_000, 40_000) / 1000,
+        },
+        sort_keys=True,
+    )
+    nodes.retried_pod(
+        f"{gname}.commit", f"commit group {g['group']}", "commit", boundary, gname,
+        inputs={"group": g["group"]},
+        outputs={"summary": summary, "refs": str(_COMMIT_SUMMARY["refs"])},
+    )  # fmt: skip
+
+
+def _label(i: int, g: dict[str, Any]) -> str:
+    return f"{i}:group:{g['group']},shards:{json.dumps(g['shards'], separators=(',', ':'))}"
+
+
+def single_workflow_nodes(
+    n_groups: int = ATLAS_GROUPS, shards_per_group: int = ATLAS_SHARDS_PER_GROUP
+) -> dict[str, dict[str, Any]]:
+    """``status.nodes`` if every group ran inside one Workflow (the rejected design)."""
+    nodes = _Nodes({}, _descriptions())
+    root = nodes.add(WORKFLOW_NAME, WORKFLOW_NAME, "DAG", "build", None, None)
+    _head(nodes, root, n_groups, shards_per_group)
+    fan = nodes.add(f"{root}.group", "group", "TaskGroup", None, _node_id(root), root)
+    for i, g in enumerate(atlas_groups(n_groups, _months(shards_per_group))):
+        gname = nodes.add(
+            f"{fan}({_label(i, g)})", f"group {g['group']}", "DAG", "group", _node_id(root), fan,
+            inputs={"group": g["group"], "shards": json.dumps(g["shards"])},
+        )  # fmt: skip
+        _group_body(nodes, gname, _node_id(gname), g)
+    _tail(nodes, root)
+    return nodes.nodes
+
+
+def parent_workflow_nodes(
+    n_groups: int = ATLAS_GROUPS, shards_per_group: int = ATLAS_SHARDS_PER_GROUP
+) -> dict[str, dict[str, Any]]:
+    """``status.nodes`` of ``vcube-build``: one resource node (Retry + Pod) per group."""
+    nodes = _Nodes({}, _descriptions())
+    root = nodes.add(WORKFLOW_NAME, WORKFLOW_NAME, "DAG", "build", None, None)
+    _head(nodes, root, n_groups, shards_per_group)
+    fan = nodes.add(f"{root}.group", "group", "TaskGroup", None, _node_id(root), root)
+    for i, g in enumerate(atlas_groups(n_groups, _months(shards_per_group))):
+        nodes.retried_pod(
+            f"{fan}({_label(i, g)})", f"group {g['group']}", "group", _node_id(root), fan,
+            inputs={"group": g["group"], "shards": json.dumps(g["shards"])},
+            outputs={"workflow": f"vcube-build-group-{_jitter(g['group'], 'wf', 10000, 99999)}"},
+        )  # fmt: skip
+    _tail(nodes, root)
+    return nodes.nodes
+
+
+def child_workflow_nodes(shards_per_group: int = ATLAS_SHARDS_PER_GROUP) -> dict[str, Any]:
+    """``status.nodes`` of one ``vcube-build-group`` child."""
+    nodes = _Nodes({}, _descriptions())
+    name = "vcube-build-group-k2x9q"
+    root = nodes.add(name, name, "DAG", "group", None, None)
+    g = atlas_groups(1, _months(shards_per_group))[0]
+    _group_body(nodes, root, _node_id(root), g)
+    return nodes.nodes
+
+
+def expected_node_count(design: str, n_groups: int, shards_per_group: int) -> int:
+    """Nodes of a retry-free run, from the DAG shape (each retry adds one Pod node).
+
+    Templates with a retryStrategy make a Retry node plus a Pod node; a withParam task a
+    TaskGroup node plus its items. plan, init and validate: 2 each.
+    """
+    group_body = 1 + 2 * shards_per_group + 2  # scan TaskGroup, scans, commit
+    if design == "single":
+        return 1 + 6 + 1 + n_groups * (1 + group_body)
+    if design == "parent":
+        return 1 + 6 + 1 + n_groups * 2
+    if design == "child":
+        return 1 + group_body
+    raise ValueError(design)
+
+
+@dataclass(frozen=True)
+class ObjectSize:
+    """A Workflow object at the end of a run, as etcd would store it."""
+
+    nodes: int
+    spec_bytes: int
+    # status.storedWorkflowTemplateSpec (the referenced template) + one task-result flag per pod.
+    other_status_bytes: int
+    status_nodes_bytes: int
+    compressed_nodes_bytes: int
+
+    @property
+    def bytes_per_node(self) -> float:
+        return self.status_nodes_bytes / self.nodes
+
+    @property
+    def uncompressed_bytes(self) -> int:
+        return self.spec_bytes + self.other_status_bytes + self.status_nodes_bytes
+
+    @property
+    def stored_bytes(self) -> int:
+        """What the controller stores: nodes gzip+base64-compressed once over the limit."""
+        if self.uncompressed_bytes <= ARGO_MAX_WORKFLOW_SIZE:
+            return self.uncompressed_bytes
+        return self.spec_bytes + self.other_status_bytes + self.compressed_nodes_bytes
+
+    @property
+    def fraction_of_limit(self) -> float:
+        return self.stored_bytes / ARGO_MAX_WORKFLOW_SIZE
+
+
+def object_size(nodes: dict[str, Any], spec_bytes: int, template_bytes: int) -> ObjectSize:
+    raw = json.dumps(nodes, separators=(",", ":")).encode()
+    pods = [n["id"] for n in nodes.values() if n["type"] == "Pod"]
+    task_results = len(json.dumps(dict.fromkeys(pods, True), separators=(",", ":")).encode())
+    return ObjectSize(
+        nodes=len(nodes),
+        spec_bytes=spec_bytes,
+        other_status_bytes=template_bytes + task_results,
+        status_nodes_bytes=len(raw),
+        compressed_nodes_bytes=len(base64.b64encode(gzip.compress(raw))),
+    )
+
+
+@dataclass(frozen=True)
+class ScaleReport:
+    groups: int
+    submitted_workflow_bytes: int
+    groups_json_bytes: int
+    single: ObjectSize  # the rejected design, for comparison
+    parent: ObjectSize
+    child: ObjectSize
+
+
+def measure(n_groups: int = ATLAS_GROUPS, *, single: bool = True) -> ScaleReport:
+    """Measure both designs for ``n_groups`` atlas-shaped groups."""
+    from vcube.argo import workflow_manifest
+
+    wf = workflow_manifest("/app/datasets/oae-atlas.yaml", namespace="vcube")
+    wf_bytes = len(json.dumps(wf, separators=(",", ":")).encode())
+    parent_t, child_t = _template_bytes("parent"), _template_bytes("child")
+    empty = ObjectSize(1, 0, 0, 0, 0)
+    return ScaleReport(
+        groups=n_groups,
+        submitted_workflow_bytes=wf_bytes,
+        groups_json_bytes=groups_json_bytes(n_groups),
+        single=(
+            object_size(single_workflow_nodes(n_groups), wf_bytes, parent_t + child_t)
+            if single
+            else empty
+        ),
+        parent=object_size(parent_workflow_nodes(n_groups), wf_bytes, parent_t),
+        child=object_size(child_workflow_nodes(), wf_bytes, child_t),
+    )
+
+
+def max_groups(design: str, limit: int = ARGO_MAX_WORKFLOW_SIZE) -> int:
+    """The largest group count whose stored Workflow stays under ``limit`` (bisection)."""
+    low, high = 1, 1 << 14
+    while low < high:
+        mid = (low + high + 1) // 2
+        r = measure(mid, single=design == "single")
+        size = r.single if design == "single" else r.parent
+        if size.stored_bytes <= limit:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _row(label: str, o: ObjectSize) -> str:
+    return (
+        f"  {label:8s} nodes={o.nodes:6d} status.nodes={o.status_nodes_bytes / 1e6:6.2f} MB "
+        f"({o.bytes_per_node:.0f} B/node) stored={o.stored_bytes / 1e3:7.0f} kB "
+        f"({100 * o.fraction_of_limit:.0f}% of 1 MiB)"
+    )
+
+
+def main() -> None:
+    for n in (100, ATLAS_GROUPS, 2000):
+        r = measure(n)
+        print(
+            f"groups={n}: submitted Workflow {r.submitted_workflow_bytes} B, "
+            f"plan's groups output {r.groups_json_bytes} B"
+        )
+        print(_row("single", r.single))
+        print(_row("parent", r.parent))
+        print(_row("child", r.child))
+    print(f"max groups, one workflow: {max_groups('single')}; parent: {max_groups('parent')}")
+
+
+if __name__ == "__main__":
+    main()
