@@ -219,12 +219,25 @@ def get_workflow(name: str, env: Mapping[str, str] | None = None) -> dict[str, A
     """The Workflow object (as a dict) by name, through the same path as :func:`submit`."""
     env = os.environ if env is None else env
     if env.get("ARGO_SERVER"):
-        service = _service(env)
+        # A plain GET with the service's auth and TLS settings: the raw JSON tolerates status
+        # fields newer than the pinned Hera models (a status must never fail to parse).
+        service = _service(env)  # raises ArgoError if hera (and so requests) is missing
+        import requests
+
+        url = f"{service.host}/api/v1/workflows/{service.namespace}/{name}"
         try:
-            wf = service.get_workflow(name, namespace=service.namespace)
+            resp = service.session.get(
+                url,
+                headers={"Authorization": service.token} if service.token else {},
+                verify=service.verify_ssl,
+                timeout=_TIMEOUT_S,
+            )
+            resp.raise_for_status()
+            return dict(resp.json())
+        except requests.exceptions.HTTPError as e:
+            raise ArgoError(f"workflow {name}: the Argo Server answered {e}") from None
         except Exception as e:
             raise _server_error(e, env, f"workflow {name}") from None
-        return wf.model_dump(by_alias=True, exclude_none=True, mode="json")
     api, namespace = _kube(env)
     try:
         return api.get_namespaced_custom_object(

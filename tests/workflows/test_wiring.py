@@ -9,6 +9,8 @@ archive; the resulting cube must equal the local executor's.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +71,12 @@ def _open(spec_path: Path) -> Any:
     s = spec.load_spec(spec_path)
     session = cube.open_repo(s).readonly_session(s.target.branch)
     return xr.open_zarr(session.store, consolidated=False)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _check_outputs(nodes: list[NodeRecord]) -> None:
@@ -136,6 +144,18 @@ def test_rendered_dags_build_the_cube_vcube_run_builds_and_resume(
     # The children carry the labels that tie them to their parent.
     for child in again.children:
         assert child["metadata"]["labels"]["vcube.io/parent-workflow"] == "wf"
+
+    # `vcube status --workflow` still reports the cube when no cluster is reachable.
+    status = subprocess.run(
+        [str(VCUBE), "status", str(argo_spec), "--workflow", "vcube-build-x7k2p"],
+        env={**os.environ, "ARGO_SERVER": f"127.0.0.1:{_closed_port()}", "ARGO_SECURE": "false"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(status.stdout)
+    assert report["counts"] == {"committed": 2}
+    assert "cannot reach the Argo Server" in report["workflow"]["error"]
 
     # 3. The local executor builds an identical cube from the same archive.
     subprocess.run(
