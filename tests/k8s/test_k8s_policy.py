@@ -47,8 +47,10 @@ def _all_pods() -> list[tuple[str, PodTemplate]]:
 def test_the_walk_finds_the_pods() -> None:
     """Guard for the tests below: they iterate over these, so an empty walk would pass them."""
     where = {pod.where for _, pod in _all_pods()}
-    for step in ("plan", "init", "scan", "commit", "validate"):
+    for step in ("plan", "init", "validate"):
         assert f"WorkflowTemplate/vcube/vcube-build template {step}" in where
+    for step in ("scan", "commit"):
+        assert f"WorkflowTemplate/vcube/vcube-build-group template {step}" in where
     assert "Sensor/vcube/vcube-rebuild" in where
     assert "EventSource/vcube/vcube-github" in where
 
@@ -100,10 +102,17 @@ def _overlay_image(name: str) -> str:
     return f"{entry['newName']}:{entry['newTag']}"
 
 
+TEMPLATES = ("vcube-build", "vcube-build-group")
+
+
+def _template_pods(name: str) -> list[PodTemplate]:
+    objs = overlay(name)
+    return [pod for t in TEMPLATES for pod in pod_templates(one(objs, "WorkflowTemplate", t))]
+
+
 @pytest.mark.parametrize("name", OVERLAYS)
-def test_template_runs_the_overlay_image(name: str) -> None:
-    template = one(overlay(name), "WorkflowTemplate", "vcube-build")
-    images = {c["image"] for pod in pod_templates(template) for c in pod.containers}
+def test_templates_run_the_overlay_image(name: str) -> None:
+    images = {c["image"] for pod in _template_pods(name) for c in pod.containers}
     assert images == {_overlay_image(name)}
 
 
@@ -111,18 +120,25 @@ def test_template_runs_the_overlay_image(name: str) -> None:
 def test_service_account_exists_is_bound_and_has_the_eksctl_role(name: str) -> None:
     objs = overlay(name)
     ns = OVERLAY_NAMESPACE[name]
-    template = one(objs, "WorkflowTemplate", "vcube-build")
-    used = {pod.service_account for pod in pod_templates(template)}
+    used = {one(objs, "WorkflowTemplate", t)["spec"]["serviceAccountName"] for t in TEMPLATES} | {
+        pod.service_account for pod in _template_pods(name)
+    }
     assert used == {"vcube"}, used
     sa = one(objs, "ServiceAccount", "vcube")
-    # The executor Role is bound to it and grants exactly what the executor needs.
+    # The executor Role is bound to it and grants exactly what the pods need: task results
+    # (executor) and child workflows (vcube-build's resource template), nothing else.
     role = one(objs, "Role", "vcube-executor")
     assert role["rules"] == [
         {
             "apiGroups": ["argoproj.io"],
             "resources": ["workflowtaskresults"],
             "verbs": ["create", "patch"],
-        }
+        },
+        {
+            "apiGroups": ["argoproj.io"],
+            "resources": ["workflows"],
+            "verbs": ["create", "get", "list", "watch"],
+        },
     ]
     binding = one(objs, "RoleBinding", "vcube-executor")
     assert binding["roleRef"]["name"] == "vcube-executor"
@@ -176,10 +192,9 @@ def _fits(pod: PodTemplate, pool: dict[str, Any]) -> bool:
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_every_workflow_pod_fits_a_karpenter_pool(name: str) -> None:
-    template = one(overlay(name), "WorkflowTemplate", "vcube-build")
     pools = _node_pools()
     placement = {}
-    for pod in pod_templates(template):
+    for pod in _template_pods(name):
         assert pod.node_selector, f"{pod.where}: no nodeSelector (it could land on system nodes)"
         fitting = [p["metadata"]["name"] for p in pools if _fits(pod, p)]
         assert fitting, f"{pod.where} fits no NodePool: {pod.node_selector} {pod.tolerations}"
@@ -194,15 +209,15 @@ def test_every_workflow_pod_fits_a_karpenter_pool(name: str) -> None:
 def test_spot_pool_is_tainted_so_only_scans_land_there() -> None:
     (spot,) = [p for p in _node_pools() if p["metadata"]["name"] == "vcube-spot"]
     assert spot["spec"]["template"]["spec"]["taints"], "spot pool must be tainted"
-    template = one(overlay("prod-us-west-2"), "WorkflowTemplate", "vcube-build")
-    on_spot = sorted(p.where.rsplit(" ", 1)[-1] for p in pod_templates(template) if _fits(p, spot))
+    pods = _template_pods("prod-us-west-2")
+    on_spot = sorted(p.where.rsplit(" ", 1)[-1] for p in pods if _fits(p, spot))
     assert on_spot == ["scan"]
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_parallelism_is_set_per_overlay(name: str) -> None:
     template = one(overlay(name), "WorkflowTemplate", "vcube-build")
-    assert template["spec"]["parallelism"] == {"prod-us-west-2": 200, "dev": 20}[name]
+    assert template["spec"]["parallelism"] == {"prod-us-west-2": 50, "dev": 5}[name]
 
 
 def _spec_path_of(arguments: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from tests.k8s.manifests import (
     K8S_VERSION,
@@ -133,3 +134,28 @@ def test_validation_is_strict(source: str, kind: str, name: str, path: list[str 
     _validate(obj)
     with pytest.raises(Exception, match=r"(?i)additional|unevaluated|not allowed|nodeSelectr"):
         _validate(_with(obj, path, "nodeSelectr", {"a": "b"}))
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_child_workflows_created_by_resource_templates_validate(name: str) -> None:
+    """vcube-build creates one Workflow per group: that manifest is a string in the template,
+    so nothing else validates it. It must be a valid Workflow referencing a template of this
+    overlay with parameters that template declares."""
+    objs = overlay(name)
+    templates = {t["metadata"]["name"]: t for t in by_kind(objs, "WorkflowTemplate")}
+    children = [
+        yaml.safe_load(tpl["resource"]["manifest"])
+        for wt in templates.values()
+        for tpl in wt["spec"]["templates"]
+        if "resource" in tpl
+    ]
+    assert children, "vcube-build starts child workflows through a resource template"
+    for child in children:
+        assert child["kind"] == "Workflow"
+        validate_object(child)
+        validate_argo_loose(child)
+        ref = child["spec"]["workflowTemplateRef"]["name"]
+        assert ref in templates, f"child references {ref!r}, not in the overlay"
+        declared = {p["name"] for p in templates[ref]["spec"]["arguments"]["parameters"]}
+        given = {p["name"] for p in child["spec"]["arguments"]["parameters"]}
+        assert given <= declared, given - declared
