@@ -19,7 +19,6 @@ import json
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -521,7 +520,9 @@ def _make_grid(nlat: int, nlon: int, levels: int, seed: int) -> _Grid:
     vert("dzw", "z_w", v["dzw"], "midpoint of k to midpoint of k+1")
 
     def two_d(name: str, values: np.ndarray, long_name: str, units: str, at: str) -> None:
-        attrs = {"long_name": long_name, "units": units, "coordinates": at}
+        attrs = {"long_name": long_name, "units": units}
+        if name not in at.split():  # POP's lon/lat fields carry no coordinates of their own
+            attrs["coordinates"] = at
         coords[name] = (two, np.ascontiguousarray(values, dtype=np.float64), attrs)
 
     two_d("ULONG", ulon, "array of u-grid longitudes", "degrees_east", u_coords)
@@ -798,11 +799,3 @@ def _define(
             SAMPLE_ATTR: stamp,
         }
     )
-
-
-def iter_sample_paths(polygons: int, dates: int, months: int) -> Iterator[str]:
-    """The relative paths `write_sample_archive` writes, in generation order."""
-    for polygon in range(polygons):
-        for inj in INJECTION_MONTHS[:dates]:
-            for k in range(months):
-                yield sample_path(polygon, inj, k)
