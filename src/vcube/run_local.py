@@ -121,7 +121,7 @@ def run_local(
         commit_bar.close()
     if pool is not None:
         pool.shutdown()
-    validation = steps.validate_step(spec, samples=samples)
+    validation = steps.validate_step(spec, samples=samples, groups=groups)
     say(
         f"validate: ok ({validation['files_compared']} files compared value by value, "
         f"{validation['files_checked_for_chunks']} checked for chunks)"

@@ -129,12 +129,14 @@ def commit_step(
     return cube.commit_group(spec, plan, tmpl, group, on_file=on_file)
 
 
-def validate_step(spec: DatasetSpec, *, samples: int = 3) -> dict[str, Any]:
+def validate_step(
+    spec: DatasetSpec, *, samples: int = 3, groups: list[str] | None = None
+) -> dict[str, Any]:
     from vcube import validate  # xarray: only the steps that read values pay for importing it
 
     plan = catalog.load_plan(spec)
     tmpl = template.load_template(spec)
-    return validate.validate_cube(spec, plan, tmpl, samples=samples)
+    return validate.validate_cube(spec, plan, tmpl, samples=samples, groups=groups)
 
 
 def status_step(spec: DatasetSpec) -> dict[str, Any]:

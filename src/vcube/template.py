@@ -72,8 +72,8 @@ def fingerprint(ds: h5py.Dataset) -> dict[str, Any]:
     """What must be equal in every file for the template's codecs and chunking to apply."""
     fill = ds.fillvalue
     return {
-        "dtype": ds.dtype.str,
         "shape": list(ds.shape),
+        "dtype": ds.dtype.str,
         "chunks": list(ds.chunks) if ds.chunks else None,
         "compression": ds.compression,
         "compression_opts": ds.compression_opts
@@ -87,7 +87,9 @@ def fingerprint(ds: h5py.Dataset) -> dict[str, Any]:
 
 
 def compare_fingerprint(key: str, name: str, want: dict[str, Any], got: dict[str, Any]) -> None:
-    diffs = [f"{k} {got.get(k)!r} (template: {want[k]!r})" for k in want if want[k] != got.get(k)]
+    # Shape first: it is the difference a person recognises (another grid, another level count).
+    keys = sorted(want, key=lambda k: (k != "shape", k != "dtype", k))
+    diffs = [f"{k} {got.get(k)!r} (template: {want[k]!r})" for k in keys if want[k] != got.get(k)]
     if diffs:
         raise TemplateError(
             f"{key}: variable {name} differs from the template: " + "; ".join(diffs)

@@ -18,6 +18,7 @@ import xarray as xr
 
 from vcube import catalog, cube, steps, template, validate
 from vcube.run_local import run_local
+from vcube.scan import ScanError
 from vcube.spec import DatasetSpec
 
 VCUBE = [sys.executable, "-m", "vcube.cli"]
@@ -215,7 +216,7 @@ def _bad_archive(tmp_path: Path, sample_archive: Path, kind: str) -> tuple[Path,
         ("truncated", "truncated"),
         ("not-hdf5", "not a readable HDF5"),
         ("missing-variable", "variable DIC is missing"),
-        ("other-grid", "differs from the template: shape"),
+        ("other-grid", "variable ALK differs from the template: shape [1, 1, 1, 5, 8, 6]"),
     ],
 )
 def test_bad_file_fails_the_scan_naming_it(
@@ -224,12 +225,7 @@ def test_bad_file_fails_the_scan_naming_it(
     root, bad_key = _bad_archive(tmp_path, sample_archive, kind)
     spec_file, spec = make_spec(root)
     # Group 000 is fine and gets committed; the bad file is in group 001.
-    ok = subprocess.run(
-        [*VCUBE, "run", str(spec_file), "--groups", "000", "--quiet"],
-        capture_output=True,
-        text=True,
-    )
-    assert ok.returncode == 0, ok.stderr
+    run_local(spec, workers=1, progress=False, groups=["000"])
     tip = cube.open_repo(spec).lookup_branch("main")
     shard = bad_key.split("/")[0] + "-" + bad_key.split("/")[1]
     res = subprocess.run(
@@ -237,16 +233,13 @@ def test_bad_file_fails_the_scan_naming_it(
     )
     assert res.returncode == 1
     err = res.stderr.strip().splitlines()[-1]
-    assert bad_key in err and expect in err, err
+    assert bad_key in err, err
+    assert expect in err, err
     assert "Traceback" not in res.stderr
-    run = subprocess.run([*VCUBE, "run", str(spec_file), "--quiet"], capture_output=True, text=True)
-    assert run.returncode == 1 and bad_key in run.stderr
+    with pytest.raises(ScanError, match=bad_key):
+        run_local(spec, workers=1, progress=False)
     assert cube.open_repo(spec).lookup_branch("main") == tip  # still at the last good commit
-    status = json.loads(
-        subprocess.run(
-            [*VCUBE, "status", str(spec_file)], capture_output=True, text=True, check=True
-        ).stdout
-    )
+    status = steps.status_step(spec)
     assert status["groups"]["000"]["state"] == "committed"
     assert status["groups"]["001"]["state"] == "failed"
     assert bad_key in json.dumps(status["groups"]["001"]["failed_shards"])

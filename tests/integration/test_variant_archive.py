@@ -6,8 +6,6 @@ per file, an int16 variable packed with scale_factor/add_offset.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
