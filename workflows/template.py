@@ -106,11 +106,20 @@ class BuildOptions:
     )
 
 
-def _retry(limit: int, policy: str, first_backoff: str, max_duration: str) -> RetryStrategy:
+# The CLI exits 1 when the data or the cube is at fault and 2 on a bad spec or usage: retrying
+# those only repeats the failure. Errors (pod or node lost, e.g. spot reclaim) and every other
+# exit code (3 storage unreachable, 137/143 killed) are worth another try.
+RETRY_TRANSIENT = 'lastRetry.status == "Error" || lastRetry.exitCode not in ["1", "2"]'
+
+
+def _retry(
+    limit: int, policy: str, first_backoff: str, max_duration: str, expression: str | None = None
+) -> RetryStrategy:
     """Retries with exponential backoff (first_backoff, doubling, all within max_duration)."""
     return RetryStrategy(
         limit=IntOrString(str(limit)),
         retry_policy=policy,
+        expression=expression,
         backoff=Backoff(duration=first_backoff, factor=IntOrString("2"), max_duration=max_duration),
     )
 
@@ -405,9 +414,10 @@ def build_group_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
                     effect="NoSchedule",
                 )
             ],
-            # Spot reclaim and node loss surface as errors, S3 hiccups as failures: retry
-            # both. A scan is pure and deterministic, so a retry rewrites the same bytes.
-            retry_strategy=_retry(5, "Always", "15s", "30m"),
+            # Spot reclaim and node loss surface as errors, S3 hiccups as failures (exit 3):
+            # retry both, not a bad file (exit 1). A scan is pure and deterministic, so a
+            # retry rewrites the same bytes.
+            retry_strategy=_retry(5, "Always", "15s", "30m", RETRY_TRANSIENT),
             metrics=Metrics(
                 prometheus=[
                     _counter("vcube_files_scanned", "Source files scanned by vcube", "files")

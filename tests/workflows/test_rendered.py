@@ -99,6 +99,9 @@ def test_scan_and_commit_policies() -> None:
     group = {t["name"]: t for t in group_template_dict()["spec"]["templates"]}
     scan, commit = group["scan"], group["commit"]
     assert scan["retryStrategy"]["retryPolicy"] == "Always"  # node loss on spot included
+    # ...but not a file at fault (exit 1) or a bad spec (exit 2): those would fail again.
+    assert 'lastRetry.status == "Error"' in scan["retryStrategy"]["expression"]
+    assert '["1", "2"]' in scan["retryStrategy"]["expression"]
     assert scan["nodeSelector"] == {"karpenter.sh/capacity-type": "spot"}
     assert scan["tolerations"][0]["value"] == "spot"
     assert commit["nodeSelector"] == {"karpenter.sh/capacity-type": "on-demand"}
