@@ -1,0 +1,378 @@
+"""The sample build with everything in S3 (moto on 127.0.0.1): archive in one bucket, repo and
+work area in another, reads of the cube through the virtual chunk container over the endpoint.
+
+Every request goes through a counting proxy, so the tests also see what the build costs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from tests.conftest import spec_dict, write_spec
+from tests.support.faultproxy import FAULT_503, FAULT_RESET, FaultProxy
+from tests.support.s3server import REGION, S3Server
+from vcube import catalog, cube, scan, steps, storage, template, validate
+from vcube.run_local import run_local
+from vcube.spec import DatasetSpec
+
+VCUBE = [sys.executable, "-m", "vcube.cli"]
+_ids = itertools.count()
+
+# GETs of source objects per scanned file by `vcube scan` (sample files: 12x10 grid, 5 levels,
+# ~415 KB each). Measured: 4.0 (the reader's initial 256 KiB read, then three 64 KiB blocks:
+# the sample's metadata is spread over the whole small file). Any growth fails the test.
+GET_BUDGET_PER_FILE = 4
+# Bytes of source objects read per scanned file: issue 6's ceiling for real files.
+BYTES_BUDGET_PER_FILE = 4_000_000
+
+
+def _storage_opts(endpoint: str) -> dict[str, Any]:
+    return {"endpoint": endpoint, "region": REGION, "force_path_style": True, "allow_http": True}
+
+
+def s3_spec(
+    path: Path, endpoint: str, archive: str, cubes: str, *, prefix: str = "data"
+) -> tuple[Path, DatasetSpec]:
+    """datasets/sample.yaml pointed at s3://archive/prefix/ and s3://cubes/{cube,work}."""
+    raw = spec_dict(f"s3://{archive}/{prefix}/", f"s3://{cubes}/cube")
+    raw["source"]["storage"] = _storage_opts(endpoint)
+    raw["target"]["storage"] = _storage_opts(endpoint)
+    raw["target"]["work"] = f"s3://{cubes}/work"
+    return write_spec(path, raw)
+
+
+def _vcube(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*VCUBE, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )
+
+
+def _archive_gets(proxy: FaultProxy, bucket: str) -> int:
+    return len(proxy.stats.matching("GET", f"/{bucket}/"))
+
+
+@dataclass
+class Built:
+    spec: DatasetSpec
+    spec_path: Path
+    proxy: FaultProxy
+    archive: str
+    cubes: str
+    summary: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def s3_archive(s3_server: S3Server, sample_archive: Path) -> str:
+    """The session's sample archive uploaded once: s3://<bucket>/data/..."""
+    bucket = s3_server.create_bucket(f"archive-{next(_ids)}")
+    s3_server.upload_dir(sample_archive, bucket, "data")
+    return bucket
+
+
+@pytest.fixture(scope="module")
+def built(
+    s3_server: S3Server, s3_archive: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Built]:
+    """A clean build through a counting proxy (no latency, no faults)."""
+    cubes = s3_server.create_bucket(f"cubes-{next(_ids)}")
+    proxy = FaultProxy("127.0.0.1", s3_server.port, lifetime=900).start()
+    path, spec = s3_spec(
+        tmp_path_factory.mktemp("s3built") / "spec.yaml", proxy.endpoint, s3_archive, cubes
+    )
+    summary = run_local(spec, workers=2, progress=False, samples=2)
+    yield Built(spec, path, proxy, s3_archive, cubes, summary)
+    proxy.stop()
+
+
+def test_build_puts_everything_in_the_right_bucket(s3_server: S3Server, built: Built) -> None:
+    assert built.summary["files"] == 12
+    keys = s3_server.list_keys(built.cubes)
+    assert any(k.startswith("cube/") for k in keys)
+    assert any(k.startswith("work/scans/") for k in keys)
+    assert all(k.startswith(("cube/", "work/")) for k in keys)
+    # The archive bucket is only read.
+    assert not built.proxy.stats.matching("PUT", f"/{built.archive}/")
+    assert not built.proxy.stats.matching("DELETE", f"/{built.archive}/")
+
+
+def test_files_read_back_through_the_virtual_container(built: Built) -> None:
+    """Every variable of one file per group (the build's validate step sampled others)."""
+    spec = built.spec
+    plan = catalog.load_plan(spec)
+    tmpl = template.load_template(spec)
+    files = [validate.planned_files(spec, plan, [g])[-1] for g in plan.groups]
+    before = len(built.proxy.stats.matching("GET", f"/{built.archive}/"))
+    with validate.open_cube(spec, decode_times=False) as cube_ds:
+        for pf in files:
+            with validate.open_source_file(spec, pf.key, decode_times=False) as ref:
+                problems = validate.compare_file(
+                    cube_ds,
+                    ref,
+                    validate.file_region(spec, tmpl, pf.pos),
+                    pf.key,
+                    include_static=True,
+                    concat_dims=spec.cube.dim_names,
+                )
+                assert problems == []
+    assert len(files) == 2
+    # Chunks came from the archive over the endpoint (ranged GETs by Icechunk).
+    ranged = [
+        r
+        for r in built.proxy.stats.matching("GET", f"/{built.archive}/")[before:]
+        if r.range is not None
+    ]
+    assert ranged
+
+
+def test_history_has_init_and_one_commit_per_group(built: Built) -> None:
+    hist = cube.history(cube.open_repo(built.spec), built.spec.target.branch)
+    assert hist.init is not None
+    assert sorted(hist.groups) == ["000", "001"]
+    repo = cube.open_repo(built.spec)
+    kinds = [s.metadata.get("group") for s in repo.ancestry(branch=built.spec.target.branch)]
+    assert sorted(k for k in kinds if k) == ["000", "001"]
+
+
+def test_rerun_is_a_no_op(built: Built) -> None:
+    start = built.proxy.stats.requests
+    summary = run_local(built.spec, workers=1, progress=False, samples=1)
+    assert summary["scanned_files"] == 0
+    assert summary["up_to_date"] is True
+    writes = [
+        r
+        for r in built.proxy.stats.records[start:]
+        if r.method in ("PUT", "POST", "DELETE") and f"/{built.cubes}/cube/" in r.target
+    ]
+    assert writes == [], "a rerun must not write to the repo"
+
+
+def test_opening_snippet_reads_the_cube_in_a_fresh_interpreter(
+    built: Built, sample_archive: Path
+) -> None:
+    info = _vcube("info", str(built.spec_path))
+    assert info.returncode == 0, info.stderr
+    snippet = info.stdout
+    assert "endpoint_url" in snippet
+    code = snippet + "\nimport json\nprint(json.dumps(" + _SUMS_EXPR + "))\n"
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ
+    )
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    # The same numbers from the original files on disk, placed by the plan.
+    spec = built.spec
+    plan = catalog.load_plan(spec)
+    tmpl = template.load_template(spec)
+    dims = ("polygon_id", "injection_date", "elapsed_time")
+    shape = [d["length"] for d in plan.dims]
+    expected = np.full(len(got), np.nan)
+    for pf in validate.planned_files(spec, plan):
+        region = validate.file_region(spec, tmpl, pf.pos)
+        idx = tuple(r.start if isinstance(r, slice) else r for r in (region[d] for d in dims))
+        with xr.open_dataset(sample_archive / pf.key) as ref:
+            expected[np.ravel_multi_index(idx, shape)] = float(ref["DIC"].sum(skipna=True))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+_SUMS_EXPR = (
+    "[float(x) for x in ds['DIC'].sum(dim=[d for d in ds['DIC'].dims if d not in "
+    "('polygon_id', 'injection_date', 'elapsed_time')], skipna=True).values.ravel()]"
+)
+
+
+def test_scan_gets_per_file_within_budget(
+    s3_server: S3Server, s3_archive: str, tmp_path: Path
+) -> None:
+    """Request accounting: GETs of source objects per scanned file, against a budget."""
+    cubes = s3_server.create_bucket(f"cubes-{next(_ids)}")
+    with FaultProxy("127.0.0.1", s3_server.port, lifetime=300) as proxy:
+        path, spec = s3_spec(tmp_path / "spec.yaml", proxy.endpoint, s3_archive, cubes)
+        steps.plan_step(spec)
+        steps.init_step(spec)
+        plan = catalog.load_plan(spec)
+        proxy.reset_stats()
+        files = 0
+        for sid in plan.shards:
+            r = _vcube("scan", str(path), "--shard", sid)
+            assert r.returncode == 0, r.stderr
+            files += json.loads(r.stdout)["files"]
+        gets = proxy.stats.matching("GET", f"/{s3_archive}/")
+        heads = proxy.stats.matching("HEAD", f"/{s3_archive}/")
+    per_file = len(gets) / files
+    fetched = sum(g.body_bytes for g in gets) / files
+    print(f"scan: {files} files, {per_file:.2f} GET/file, {len(heads)} HEAD, {fetched:.0f} B/file")
+    assert files == 12
+    assert per_file <= GET_BUDGET_PER_FILE, (
+        f"{per_file:.2f} GETs per scanned file, budget {GET_BUDGET_PER_FILE}"
+    )
+    assert fetched <= BYTES_BUDGET_PER_FILE
+    assert all(g.range is not None for g in gets), "a scan must never GET a whole source file"
+
+
+def test_listing_paginates_and_reports_unexpected_keys(s3_server: S3Server, tmp_path: Path) -> None:
+    """1,100 planned keys (more than one 1,000-key page) plus stray objects."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    archive = s3_server.create_bucket(f"archive-{next(_ids)}")
+    cubes = s3_server.create_bucket(f"cubes-{next(_ids)}")
+    keys = [
+        f"data/{p:03d}/01/alk-forcing.{p:03d}-1999-01.pop.h.{347 + m // 12:04d}-{m % 12 + 1:02d}.nc"
+        for p in range(10)
+        for m in range(110)
+    ]
+    stray = ["data/README.md", "data/000/01/notes.txt", "data/000/01/alk-forcing.000.tmp"]
+    client = s3_server.boto3_client()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: client.put_object(Bucket=archive, Key=k, Body=b""), keys + stray))
+    with FaultProxy("127.0.0.1", s3_server.port, lifetime=300) as proxy:
+        path, _ = s3_spec(tmp_path / "spec.yaml", proxy.endpoint, archive, cubes)
+        r = _vcube("plan", str(path), "--allow-missing")
+        lists = [x for x in proxy.stats.matching("GET", f"/{archive}") if "list-type=2" in x.target]
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["files"] == 1100
+    assert summary["unexpected"] == 3
+    assert set(summary["unexpected_examples"]) == {k.removeprefix("data/") for k in stray}
+    assert summary["groups"] == 10
+    assert len(lists) >= 2, "1,103 keys cannot come in one 1,000-key page"
+
+
+def test_racing_commits_on_one_branch(s3_server: S3Server, s3_archive: str, tmp_path: Path) -> None:
+    """Two `vcube commit` processes at once, one per group: both land exactly once."""
+    cubes = s3_server.create_bucket(f"cubes-{next(_ids)}")
+    # Latency widens the window in which both sessions hold the same parent snapshot.
+    with FaultProxy("127.0.0.1", s3_server.port, latency=0.01, lifetime=300) as proxy:
+        path, spec = s3_spec(tmp_path / "spec.yaml", proxy.endpoint, s3_archive, cubes)
+        steps.plan_step(spec)
+        steps.init_step(spec)
+        for sid in catalog.load_plan(spec).shards:
+            steps.scan_step(spec, sid)
+        procs = [
+            subprocess.Popen(
+                [*VCUBE, "commit", str(path), "--group", g],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=os.environ.copy(),
+            )
+            for g in ("000", "001")
+        ]
+        outs = [p.communicate(timeout=300) for p in procs]
+        for p, (out, err) in zip(procs, outs, strict=True):
+            assert p.returncode == 0, err
+            assert json.loads(out)["changed"] is True
+        repo = cube.open_repo(spec)
+        groups = [s.metadata.get("group") for s in repo.ancestry(branch="main")]
+        assert sorted(g for g in groups if g) == ["000", "001"]
+        assert validate.validate_cube(spec, catalog.load_plan(spec), template.load_template(spec))
+
+
+def _dataset_equal(a: DatasetSpec, b: DatasetSpec) -> None:
+    with (
+        validate.open_cube(a, decode_times=False) as da,
+        validate.open_cube(b, decode_times=False) as db,
+    ):
+        xr.testing.assert_identical(da.load(), db.load())
+
+
+def _scan_results(spec: DatasetSpec) -> dict[str, bytes]:
+    work = catalog.work_location(spec)
+    plan = catalog.load_plan(spec)
+    return {sid: storage.read_bytes(work, scan.result_key(sid)) for sid in plan.shards}
+
+
+@pytest.mark.slow
+def test_faults_and_latency_give_the_identical_cube(
+    s3_server: S3Server, s3_archive: str, built: Built, tmp_path: Path
+) -> None:
+    """5% of requests answered 503 SlowDown or reset, 20 ms each: same cube as a clean build."""
+    cubes = s3_server.create_bucket(f"cubes-{next(_ids)}")
+    with FaultProxy(
+        "127.0.0.1",
+        s3_server.port,
+        latency=0.02,
+        fault_rate=0.05,
+        fault_kinds=[FAULT_503, FAULT_RESET],
+        seed=5,
+        lifetime=600,
+    ) as proxy:
+        _, spec = s3_spec(tmp_path / "spec.yaml", proxy.endpoint, s3_archive, cubes)
+        summary = run_local(spec, workers=2, progress=False)
+        faults = proxy.stats.faults
+        proxy.fault_rate = 0.0  # compare without faults (the repo's container uses this proxy)
+        assert summary["files"] == 12
+        assert sum(faults.values()) >= 5, f"too few faults injected to prove anything: {faults}"
+        assert faults[FAULT_503] and faults[FAULT_RESET]
+        assert _scan_results(spec) == _scan_results(built.spec)
+        _dataset_equal(spec, built.spec)
+        hist = cube.history(cube.open_repo(spec), "main")
+        assert sorted(hist.groups) == ["000", "001"]
+
+
+def _kill_when(proxy: FaultProxy, predicate: Any, timeout: float) -> threading.Thread:
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(proxy.stats):
+                proxy.kill()
+                return
+            time.sleep(0.005)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.slow
+def test_server_gone_fails_in_bounded_time_and_keeps_the_last_commit(
+    s3_server: S3Server, s3_archive: str, tmp_path: Path
+) -> None:
+    cubes = s3_server.create_bucket(f"cubes-{next(_ids)}")
+    with FaultProxy("127.0.0.1", s3_server.port, lifetime=600) as proxy:
+        path, spec = s3_spec(tmp_path / "spec.yaml", proxy.endpoint, s3_archive, cubes)
+        steps.plan_step(spec)
+        steps.init_step(spec)
+        for sid in catalog.load_plan(spec).shards:
+            steps.scan_step(spec, sid)
+        steps.commit_step(spec, "000")
+        direct = _direct(spec, s3_server)
+        tip_before = cube.history(cube.open_repo(direct), "main").tip
+        proxy.reset_stats()
+        # The server goes away in the middle of the next commit (after its first write).
+        watcher = _kill_when(proxy, lambda s: any(r.method == "PUT" for r in s.records), 120)
+        t0 = time.monotonic()
+        r = _vcube("commit", str(path), "--group", "001", timeout=600)
+        elapsed = time.monotonic() - t0
+        watcher.join(1)
+        assert not proxy.alive, "the proxy was never killed: the commit wrote nothing?"
+    assert r.returncode != 0
+    err = r.stderr.strip().splitlines()[-1]
+    assert "vcube" in err or "error" in err.lower()
+    assert elapsed < 240, f"took {elapsed:.0f} s to give up"
+    # Through the real server: the branch is still at the last good commit.
+    hist = cube.history(cube.open_repo(direct), "main")
+    assert hist.tip == tip_before
+    assert sorted(hist.groups) == ["000"]
+    print(f"server gone: failed after {elapsed:.1f} s: {err}")
+
+
+def _direct(spec: DatasetSpec, server: S3Server) -> DatasetSpec:
+    """The same spec talking to the server directly (not through a proxy that may be dead)."""
+    raw = spec.model_dump()
+    raw["source"]["storage"]["endpoint"] = server.endpoint
+    raw["target"]["storage"]["endpoint"] = server.endpoint
+    return DatasetSpec.model_validate(raw)
