@@ -345,7 +345,7 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
         validate = _vcube(
             opts,
             "validate",
-            ["validate", spec],
+            ["validate", spec, "--groups", "{{workflow.parameters.groups}}"],
             cpu="1",
             memory="2Gi",
             memory_limit="3Gi",
