@@ -177,11 +177,11 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.command == "run":
         from vcube.run_local import run_local
 
-        groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+        selected = [g.strip() for g in args.groups.split(",") if g.strip()]
         summary = run_local(
             spec,
             workers=args.workers,
-            groups=groups or None,
+            groups=selected or None,
             allow_missing=args.allow_missing,
             samples=args.samples,
             progress=not args.quiet,

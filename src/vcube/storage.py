@@ -214,6 +214,7 @@ def virtual_chunk_container(source: Location) -> Any:
     """The container that lets Icechunk read chunk refs pointing into the source archive."""
     import icechunk
 
+    store: Any
     if source.is_local:
         store = icechunk.local_filesystem_store(str(source.local_path))
     else:

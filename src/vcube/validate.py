@@ -23,7 +23,7 @@ from vcube.spec import DatasetSpec
 from vcube.template import Template
 
 FULL_CHUNK_CHECK_LIMIT = 2_000_000  # list every chunk key when the cube has at most this many
-RAW = {"decode_times": False, "decode_timedelta": False, "mask_and_scale": False}
+RAW: dict[str, Any] = {"decode_times": False, "decode_timedelta": False, "mask_and_scale": False}
 
 
 class ValidationFailed(RuntimeError):
