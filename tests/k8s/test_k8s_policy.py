@@ -326,3 +326,21 @@ def test_no_secret_objects_or_values() -> None:
     es = one(kustomize("k8s/events"), "EventSource", "vcube-github")
     secret_ref = es["spec"]["github"]["vcube"]["webhookSecret"]
     assert secret_ref == {"name": "github-webhook", "key": "secret"}
+
+
+def test_argocd_sync_waves_install_crds_before_their_objects() -> None:
+    """Karpenter CRDs < controller < Argo charts < node pools < vcube < events wiring."""
+    apps = {
+        a["metadata"]["name"]: a for a in _argocd_apps() if a["metadata"]["name"] != "vcube-root"
+    }
+    wave = {
+        name: int(app["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0"))
+        for name, app in apps.items()
+    }
+    assert wave["karpenter-crd"] < wave["karpenter"] < wave["karpenter-nodepools"]
+    for platform in ("argo-workflows", "argo-events", "karpenter-nodepools"):
+        assert wave[platform] < wave["vcube-prod"] == wave["vcube-dev"] < wave["vcube-events"]
+    # Apps whose objects are custom resources of another app must not fail their dry run
+    # while that app's CRDs are still being installed.
+    for name in ("karpenter-nodepools", "vcube-prod", "vcube-dev", "vcube-events"):
+        assert "SkipDryRunOnMissingResource=true" in apps[name]["spec"]["syncPolicy"]["syncOptions"]
