@@ -1,0 +1,261 @@
+"""Sections 3 and 5: commit scaling at atlas size, then reading the cube that results.
+
+The archive is a synthetic *listing* with the atlas's key layout (690 polygons x 4 injection
+months x T months), planned by vcube's real planner. Its shard results are synthetic too, but
+every chunk ref in them is a real ref of one of the cached full-grid files (cycled), with that
+file's real modification time as checksum: the cube commits like the atlas and any of its
+chunks can be read back (section 5). Commits go through `vcube.cube.commit_group`, the code
+`vcube commit` runs; the last group is committed by the CLI in a child process to measure the
+peak RSS of one commit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import yaml
+
+from bench import common
+from vcube import catalog, cube, scan, storage, template
+from vcube.sample import INJECTION_MONTHS, sample_path
+
+INJECTIONS = list(INJECTION_MONTHS)
+
+
+def synthetic_listing(
+    polygons: int, months: int, size: int, mtime: datetime
+) -> list[storage.ObjectInfo]:
+    return [
+        storage.ObjectInfo(sample_path(p, inj, i), size, mtime, None)
+        for p in range(polygons)
+        for inj in INJECTIONS
+        for i in range(months)
+    ]
+
+
+def _inline_value(v: template.VarSchema, pos: dict[str, int]) -> np.ndarray:
+    """A deterministic value per place: depends only on the dims the variable varies along."""
+    x = 0
+    for k, d in enumerate(v.varies):
+        x += (pos[d] + 1) * 1000**k
+    return np.full(v.file_shape, x, dtype=np.dtype(v.fingerprint["dtype"]))
+
+
+def write_shard_results(
+    spec: Any,
+    tmpl: template.Template,
+    plan: catalog.Plan,
+    shard_files: dict[str, list[catalog.PlannedFile]],
+    real: list[tuple[catalog.PlannedFile, scan.FileScan]],
+) -> None:
+    work = catalog.work_location(spec)
+    dims = spec.cube.dim_names
+    virt = tmpl.virtual_varying()
+    inl = tmpl.inline_varying()
+    for sid, files in shard_files.items():
+        n = len(files)
+        arrays: dict[str, np.ndarray] = {}
+        metas = []
+        for v in virt:
+            grid = real[0][1].refs[v.name][0].shape
+            arrays[f"offsets/{v.name}"] = np.zeros((n, *grid), np.uint64)
+            arrays[f"lengths/{v.name}"] = np.zeros((n, *grid), np.uint64)
+        for v in inl:
+            arrays[f"values/{v.name}"] = np.zeros(
+                (n, *v.file_shape), np.dtype(v.fingerprint["dtype"])
+            )
+        for i, pf in enumerate(files):
+            src_pf, fs = real[(pf.pos[0] * 7 + pf.pos[1] * 3 + pf.pos[2]) % len(real)]
+            for v in virt:
+                arrays[f"offsets/{v.name}"][i] = fs.refs[v.name][0]
+                arrays[f"lengths/{v.name}"][i] = fs.refs[v.name][1]
+            pos = dict(zip(dims, pf.pos, strict=True))
+            for v in inl:
+                arrays[f"values/{v.name}"][i] = _inline_value(v, pos)
+            metas.append(
+                {
+                    "key": src_pf.key,  # a real file: the ref can be read back
+                    "version": src_pf.version,
+                    "last_modified": src_pf.last_modified,
+                    "pos": list(pf.pos),
+                }
+            )
+        meta = {"shard": sid, "digest": plan.shards[sid]["digest"], "files": metas}
+        storage.write_bytes(work, scan.result_key(sid), scan.write_result(meta, arrays))
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def build(
+    arch: common.Archive, *, polygons: int, months: int, real_files: int
+) -> tuple[Any, catalog.Plan, template.Template, dict[str, Any]]:
+    """Plan, init and write synthetic shard results; returns (spec, plan, template, info)."""
+    base = common.CACHE / "atlas-cube"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    spec = common.atlas_spec(str(arch.root), str(base / "repo"), work=str(base / "work"))
+    (base / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    real_planned = [pf for fs in common.plan_files(spec).values() for pf in fs][:real_files]
+    tmpl = template.derive_template(spec, real_planned[0].key)
+    src = catalog.source_location(spec)
+    path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
+    real = []
+    for pf in real_planned:
+        with scan.open_h5(src, pf.key) as f:
+            real.append((pf, scan.scan_file(f, pf.key, tmpl, path_dims)))
+    t0 = time.perf_counter()
+    listing = synthetic_listing(
+        polygons, months, real_planned[0].size, datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    plan, shard_files = catalog.build_plan(spec, listing)
+    work = catalog.work_location(spec)
+    storage.write_bytes(work, catalog.PLAN_KEY, plan.to_json())
+    plan_s = time.perf_counter() - t0
+    template.save_template(spec, tmpl)
+    t0 = time.perf_counter()
+    cube.init_cube(spec, plan, tmpl, real_planned[0])
+    init_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    write_shard_results(spec, tmpl, plan, shard_files, real)
+    results_s = time.perf_counter() - t0
+    info = {
+        "plan_s": plan_s,
+        "init_s": init_s,
+        "write_shard_results_s": results_s,
+        "shards": len(plan.shards),
+        "files": plan.n_files,
+        "real_files_cycled": len(real),
+        "virtual_vars": len(tmpl.virtual_varying()),
+    }
+    return spec, plan, tmpl, info
+
+
+def commit_all(spec: Any, plan: catalog.Plan, tmpl: template.Template) -> dict[str, Any]:
+    groups = list(plan.groups)
+    in_process, last = groups[:-1], groups[-1]
+    seconds, refs = [], 0
+    t_all = time.perf_counter()
+    for i, g in enumerate(in_process):
+        t0 = time.perf_counter()
+        out = cube.commit_group(spec, plan, tmpl, g)
+        seconds.append(time.perf_counter() - t0)
+        refs += out["refs"]
+        if i % 50 == 0:
+            common.log(f"commit {g}: {seconds[-1]:.2f} s ({out['refs']} refs)")
+    total_in_process = time.perf_counter() - t_all
+    # The last group through the CLI in a child process: its peak RSS is one commit's.
+    base = common.CACHE / "atlas-cube"
+    cmd = [str(Path(sys.executable).parent / "vcube"), "commit", str(base / "spec.yaml")]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [*cmd, "--group", last], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=common.ROOT
+    )
+    _, status, rusage = os.wait4(proc.pid, 0)
+    out_b = proc.stdout.read() if proc.stdout else b""
+    err_b = proc.stderr.read() if proc.stderr else b""
+    cli_s = time.perf_counter() - t0
+    if status != 0:
+        raise RuntimeError(f"vcube commit --group {last} failed: {err_b.decode()[-2000:]}")
+    first20, last20 = seconds[:20], seconds[-20:]
+    return {
+        "groups": len(groups),
+        "files_per_group": plan.group_files(groups[0]),
+        "refs_in_process": refs,
+        "commit_s": seconds,
+        "first20_median_s": common.median(first20),
+        "last20_median_s": common.median(last20),
+        "last_over_first": common.median(last20) / common.median(first20),
+        "total_commit_s": total_in_process + cli_s,
+        "cli_commit_s": cli_s,
+        "cli_commit_peak_rss_mb": rusage.ru_maxrss / 1024,
+        "cli_summary": out_b.decode().strip()[-500:],
+        "repo_bytes": du(base / "repo"),
+    }
+
+
+def read_bench(spec: Any, plan: catalog.Plan, arch: common.Archive, reps: int) -> dict[str, Any]:
+    """Section 5: open the cube with xarray; one 3-D chunk through the cube vs h5py."""
+    import icechunk
+    import xarray as xr
+
+    open_s, open_zarr_s = [], []
+    ds = None
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        repo = cube.open_repo(spec)
+        store = repo.readonly_session(spec.target.branch).store
+        t1 = time.perf_counter()
+        ds = xr.open_zarr(store, consolidated=False)
+        t2 = time.perf_counter()
+        open_s.append(t2 - t0)
+        open_zarr_s.append(t2 - t1)
+    assert ds is not None
+    sizes = dict(ds.sizes)
+    n_vars = len(ds.data_vars)
+    # Which real file and place does a cube chunk come from? Read the refs of the commit.
+    work = catalog.work_location(spec)
+    groups = list(plan.groups)
+    var = "DIC"
+    cube_s, h5_open_s, h5_read_s = [], [], []
+    same = True
+    for r in range(reps):
+        g = groups[(r * 97) % len(groups)]
+        sid = plan.groups[g][r % len(plan.groups[g])]
+        res = scan.read_result(storage.read_bytes(work, scan.result_key(sid)))
+        i = (r * 13) % len(res.meta["files"])
+        fm = res.meta["files"][i]
+        p, d, t = fm["pos"]
+        path = arch.root / fm["key"]
+        t0 = time.perf_counter()
+        a = ds[var].isel(polygon_id=p, injection_date=d, elapsed_time=t).values
+        cube_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with h5py.File(path, "r") as f:
+            b = f[var][0, 0, 0]
+        h5_open_s.append(time.perf_counter() - t0)
+        with h5py.File(path, "r") as f:
+            dset = f[var]
+            t0 = time.perf_counter()
+            b = dset[0, 0, 0]
+            h5_read_s.append(time.perf_counter() - t0)
+        # the cube decodes the fill value to NaN; compare raw values where h5py has data
+        fill = np.float32(9.96921e36)
+        same &= bool(np.array_equal(np.where(b == fill, np.nan, b), a, equal_nan=True))
+    del icechunk
+    return {
+        "sizes": sizes,
+        "data_vars": n_vars,
+        "open_repo_and_xr_open_zarr_s": common.median(open_s),
+        "xr_open_zarr_s": common.median(open_zarr_s),
+        "chunk_var": var,
+        "chunk_shape": list(ds[var].encoding.get("chunks", [])),
+        "cube_chunk_read_s": common.median(cube_s),
+        "h5py_open_and_read_s": common.median(h5_open_s),
+        "h5py_read_open_file_s": common.median(h5_read_s),
+        "ratio_cube_vs_h5py_open_and_read": common.median(cube_s) / common.median(h5_open_s),
+        "ratio_cube_vs_h5py_read": common.median(cube_s) / common.median(h5_read_s),
+        "values_equal": same,
+        "reps": reps,
+    }
+
+
+def run(
+    arch: common.Archive, *, polygons: int, months: int, real_files: int, read_reps: int
+) -> dict[str, Any]:
+    spec, plan, tmpl, info = build(arch, polygons=polygons, months=months, real_files=real_files)
+    common.log(f"commit_scale: {info['files']} files in {len(plan.groups)} groups")
+    res = commit_all(spec, plan, tmpl)
+    res |= info
+    res["read"] = read_bench(spec, plan, arch, read_reps)
+    return res

@@ -1,0 +1,407 @@
+"""Turn results.json into bench/results/README.md (tables, targets, estimate) and PNG plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+ATLAS_FILES = 690 * 4 * 180
+ATLAS_GROUPS = 690
+FILES_PER_GROUP = 720
+POD_CORES = 2
+
+
+def _ok(cond: bool) -> str:
+    return "met" if cond else "**not met**"
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1000:.1f}"
+
+
+def estimate(res: dict[str, Any]) -> dict[str, Any]:
+    """Section 6: wall time and pod count for the real atlas from the measured numbers."""
+    sl, s3, cs = res.get("scan_local"), res.get("scan_s3"), res.get("commit_scale")
+    if not (sl and s3 and cs):
+        return {}
+    cpu_file = sl["median_s"]["cpu"]["vcube"]
+    ceiling_fps = POD_CORES / cpu_file
+    measured_fps = s3["vcube_prefetched_2proc"]["files_per_s"]
+    per_group = cs["files_per_group"]
+    commit_s = cs["last20_median_s"] * (FILES_PER_GROUP / per_group if per_group else 1)
+    commit_wall = ATLAS_GROUPS * commit_s
+    rows = []
+    for pods in (25, 50, 100, 200):
+        for label, fps in (("measured here", measured_fps), ("CPU ceiling", ceiling_fps)):
+            scan_wall = ATLAS_FILES / (pods * fps)
+            # commits run one at a time (mutex) while scans go on: the longer of the two,
+            # plus the last group's scan and commit.
+            tail = FILES_PER_GROUP / fps + commit_s
+            total = max(scan_wall, commit_wall) + tail
+            rows.append(
+                {
+                    "pods": pods,
+                    "rate": label,
+                    "files_per_s_per_pod": fps,
+                    "scan_min": scan_wall / 60,
+                    "commit_min": commit_wall / 60,
+                    "total_min": total / 60,
+                }
+            )
+    return {
+        "cpu_per_file_s": cpu_file,
+        "ceiling_fps": ceiling_fps,
+        "measured_fps": measured_fps,
+        "commit_per_group_s": commit_s,
+        "commit_scaled_from_files_per_group": per_group,
+        "rows": rows,
+    }
+
+
+def plots(res: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    sl = res.get("scan_local")
+    if sl:
+        methods = list(sl["median_s"]["cpu"])
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        x = range(len(methods))
+        ax.bar(
+            [i - 0.2 for i in x],
+            [sl["median_s"]["cpu"][m] * 1e3 for m in methods],
+            0.4,
+            label="CPU",
+        )
+        ax.bar(
+            [i + 0.2 for i in x],
+            [sl["median_s"]["wall"][m] * 1e3 for m in methods],
+            0.4,
+            label="wall",
+        )
+        ax.set_xticks(list(x), methods)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms per file (median)")
+        ax.set_title(f"Scan one full-grid file ({sl['mean_file_mb']} MB), local disk")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "scan_local.png", dpi=110)
+        plt.close(fig)
+        made.append("scan_local.png")
+    s3 = res.get("scan_s3")
+    if s3:
+        methods = [
+            m
+            for m in (
+                "vcube_scan_shard",
+                "vcube_prefetched_1proc",
+                "vcube_prefetched_2proc",
+                "virtualizarr",
+            )
+            if m in s3
+        ]
+        fig, axes = plt.subplots(1, 3, figsize=(10, 3.5))
+        for ax, key, label in zip(
+            axes,
+            ("requests_per_file", "mb_per_file", "files_per_s"),
+            ("requests / file", "MB read / file", "files / s"),
+            strict=True,
+        ):
+            ax.bar(range(len(methods)), [s3[m][key] for m in methods])
+            ax.set_xticks(range(len(methods)), [m.replace("_", "\n") for m in methods], fontsize=7)
+            ax.set_title(label)
+            if key != "files_per_s":
+                ax.set_yscale("log")
+        fig.suptitle(f"S3 (moto) behind a {s3['latency_s'] * 1000:.0f} ms proxy")
+        fig.tight_layout()
+        fig.savefig(out / "scan_s3.png", dpi=110)
+        plt.close(fig)
+        made.append("scan_s3.png")
+    cs = res.get("commit_scale")
+    if cs:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(range(1, len(cs["commit_s"]) + 1), cs["commit_s"], ".", ms=3)
+        ax.set_xlabel("commit number (one group each)")
+        ax.set_ylabel("seconds")
+        ax.set_ylim(bottom=0)
+        ax.set_title(
+            f"{cs['groups']} groups x {cs['files_per_group']} files x {cs['virtual_vars']} vars"
+        )
+        fig.tight_layout()
+        fig.savefig(out / "commit_scale.png", dpi=110)
+        plt.close(fig)
+        made.append("commit_scale.png")
+    return made
+
+
+def write(res: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    made = plots(res, out)
+    m = res["machine"]
+    lines = [
+        "# vcube benchmarks",
+        "",
+        f"Generated by `make bench{' QUICK=1' if res['mode'] == 'quick' else ''}` "
+        f"(`python -m bench.run`, mode **{res['mode']}**) on {res['started_utc']}; "
+        f"total {res.get('total_seconds', 0) / 60:.1f} min. Raw numbers: `results.json`.",
+        "",
+        f"Machine: {m['cpus']} shared cores, Python {m['python']}; 1-minute load average "
+        f"{m['load_avg_1m_at_start']} at start and {m.get('load_avg_1m_at_end', '?')} at the end "
+        "— other agents were running test suites on the same 2 cores, so **absolute times are "
+        "noisy and inflated**. Every comparison is side by side in this one run, on the same "
+        "files, methods interleaved; CPU time (this process, all threads) is the robust figure, "
+        "wall time is given beside it. Values are medians.",
+        "",
+    ]
+    lines += _targets(res)
+    lines += _section1(res.get("scan_local"))
+    lines += _section2(res.get("scan_s3"))
+    lines += _section3(res.get("commit_scale"))
+    lines += _section4(res.get("end_to_end"))
+    lines += _section5(res.get("commit_scale"))
+    lines += _section6(estimate(res))
+    if made:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in made] + [""]
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def _targets(res: dict[str, Any]) -> list[str]:
+    rows = ["## Targets", "", "| # | target | measured | status |", "|---|---|---|---|"]
+    sl = res.get("scan_local")
+    if sl:
+        cpu = sl["median_s"]["cpu"]
+        wall = sl["median_s"]["wall"]
+        vz = cpu["virtualizarr"] / cpu["vcube"]
+        rows.append(
+            f"| 1 | vcube >= 10x faster than VirtualiZarr | {vz:.1f}x CPU, "
+            f"{wall['virtualizarr'] / wall['vcube']:.1f}x wall | {_ok(vz >= 10)} |"
+        )
+        fl = cpu["vcube"] / cpu["h5py_floor"]
+        rows.append(
+            f"| 1 | vcube within 2x of the bare h5py walk | {fl:.2f}x CPU, "
+            f"{wall['vcube'] / wall['h5py_floor']:.2f}x wall | {_ok(fl <= 2)} |"
+        )
+    s3 = res.get("scan_s3")
+    if s3:
+        p2 = s3["vcube_prefetched_2proc"]
+        rows.append(
+            f"| 2 | >= 50 files/s per 2-core worker at 20 ms | {p2['files_per_s']:.1f} files/s "
+            f"(2 processes, Prefetcher; moto and the proxy on the same 2 cores) | "
+            f"{_ok(p2['files_per_s'] >= 50)} |"
+        )
+        mb = max(s3[k]["mb_per_file"] for k in s3 if k.startswith("vcube"))
+        rows.append(
+            f"| 2 | <= 4 MB read per file | {mb:.2f} MB (worst vcube mode) | {_ok(mb <= 4)} |"
+        )
+    cs = res.get("commit_scale")
+    if cs:
+        rows.append(
+            f"| 3 | last/first 20 commits <= 1.5 | {cs['last_over_first']:.2f} | "
+            f"{_ok(cs['last_over_first'] <= 1.5)} |"
+        )
+        rows.append(
+            f"| 3 | peak RSS of one commit <= 1 GB | {cs['cli_commit_peak_rss_mb']:.0f} MB | "
+            f"{_ok(cs['cli_commit_peak_rss_mb'] <= 1024)} |"
+        )
+        rd = cs["read"]
+        rows.append(
+            f"| 5 | open the cube with xr.open_zarr <= 1 s | "
+            f"{rd['open_repo_and_xr_open_zarr_s']:.2f} s (repo open + open_zarr) | "
+            f"{_ok(rd['open_repo_and_xr_open_zarr_s'] <= 1)} |"
+        )
+        rows.append(
+            f"| 5 | one 3-D chunk via the cube / via h5py <= 1.2 | "
+            f"{rd['ratio_cube_vs_h5py_open_and_read']:.2f} (h5py incl. file open), "
+            f"{rd['ratio_cube_vs_h5py_read']:.2f} (h5py file already open) | "
+            f"{_ok(rd['ratio_cube_vs_h5py_open_and_read'] <= 1.2)} |"
+        )
+    return [*rows, ""]
+
+
+def _section1(sl: dict[str, Any] | None) -> list[str]:
+    if not sl:
+        return []
+    cpu, wall = sl["median_s"]["cpu"], sl["median_s"]["wall"]
+    out = [
+        "## 1. Scan cost per file, local disk",
+        "",
+        f"{sl['files']} full-grid files (384x320x60, {sl['mean_file_mb']} MB each, "
+        f"{sl['virtual_vars']} virtual variables), {sl['reps']} repetitions, methods rotated. "
+        f"VirtualiZarr: `open_virtual_dataset(HDFParser, loadable_variables=` the "
+        f"{sl['loadable_variables']} inline variables, dim coords and scalars`)`; kerchunk: "
+        "`SingleHdf5ToZarr(path).translate()`; floor: h5py open + every dataset's "
+        "`chunk_iter`/`get_offset`, nothing else. vcube: `open_h5` + `scan_file` (chunk refs, "
+        "inline values, fingerprint check against the template).",
+        "",
+        "| method | CPU ms/file | wall ms/file | CPU vs vcube |",
+        "|---|---|---|---|",
+    ]
+    for k in cpu:
+        out.append(f"| {k} | {_ms(cpu[k])} | {_ms(wall[k])} | {cpu[k] / cpu['vcube']:.2f}x |")
+    out += [
+        "",
+        f"vcube's whole `scan_shard` (result serialization included): "
+        f"{_ms(sl['vcube_scan_shard_per_file_s'])} ms/file wall. "
+        "Profile of the hot path: `profile_scan_local.txt`.",
+        "",
+    ]
+    return out
+
+
+def _section2(s3: dict[str, Any] | None) -> list[str]:
+    if not s3:
+        return []
+    out = [
+        "## 2. Over S3 with 20 ms per request",
+        "",
+        f"{s3['files']} full-grid files on the local moto server behind the latency proxy "
+        f"({s3['latency_s'] * 1000:.0f} ms added to every request; the proxy counts requests "
+        "and bytes). Round trips = requests that started only after every earlier request had "
+        "finished (the critical path). moto is slow per request and shares the 2 cores with "
+        "the client, so wall times and files/s are pessimistic; counts are exact.",
+        "",
+        "| method | requests/file | MB/file | sequential round trips/file | wall ms/file | "
+        "files/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    names = {
+        "vcube_scan_shard": "vcube `scan_shard` (shipped: one file after the other)",
+        "vcube_prefetched_1proc": f"vcube `scan_file` over `remote.Prefetcher` "
+        f"(depth {s3['depth']}), 1 process",
+        "vcube_prefetched_2proc": "same, 2 processes (one 2-core worker)",
+        "virtualizarr": "VirtualiZarr `open_virtual_dataset` (obstore)",
+    }
+    for k, label in names.items():
+        if k not in s3:
+            continue
+        r = s3[k]
+        out.append(
+            f"| {label} | {r['requests_per_file']:.1f} | {r['mb_per_file']:.2f} | "
+            f"{r['round_trips_per_file']:.1f} | {_ms(r['wall_per_file_s'])} | "
+            f"{r['files_per_s']:.1f} |"
+        )
+    return [*out, ""]
+
+
+def _section3(cs: dict[str, Any] | None) -> list[str]:
+    if not cs:
+        return []
+    scaled = cs["files_per_group"] < FILES_PER_GROUP
+    return [
+        "## 3. Commit scaling",
+        "",
+        f"{cs['groups']} groups x {cs['files_per_group']} files x {cs['virtual_vars']} "
+        f"variables = {cs['files'] * cs['virtual_vars']:,} chunk refs"
+        + (
+            f" (**scaled**: the atlas has {FILES_PER_GROUP} files per group; per-commit time "
+            "grows with the files per group, the scaling with the number of commits is what "
+            "this run shows)"
+            if scaled
+            else " (atlas size)"
+        )
+        + f". Synthetic listing planned by vcube's planner ({cs['plan_s']:.1f} s), synthetic "
+        f"shard results whose refs are real refs of {cs['real_files_cycled']} cached full-grid "
+        "files (so the cube is readable, section 5), committed group by group with "
+        "`vcube.cube.commit_group` into a local Icechunk repo; the last group with "
+        "`vcube commit` in a child process for its peak RSS.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| init (create {cs['virtual_vars']}+ arrays at atlas shape) | {cs['init_s']:.1f} s |",
+        f"| median of the first 20 commits | {cs['first20_median_s']:.2f} s |",
+        f"| median of the last 20 commits | {cs['last20_median_s']:.2f} s |",
+        f"| last / first | {cs['last_over_first']:.2f} |",
+        f"| total commit time | {cs['total_commit_s'] / 60:.1f} min |",
+        f"| one `vcube commit` in a child process (start-up included) | "
+        f"{cs['cli_commit_s']:.1f} s |",
+        f"| peak RSS of that commit | {cs['cli_commit_peak_rss_mb']:.0f} MB |",
+        f"| repo size | {cs['repo_bytes'] / 1e6:.0f} MB |",
+        "",
+    ]
+
+
+def _section4(e: dict[str, Any] | None) -> list[str]:
+    if not e:
+        return []
+    return [
+        "## 4. End to end",
+        "",
+        f"{e['files']} files ({e['polygons']} polygons, sample grid {e['grid'][0]}x{e['grid'][1]}"
+        f" — the reference recipe at full grid would not fit the benchmark budget; section 1 "
+        f"has the full-grid per-file ratio), {e['reps']} repetition(s), alternating order. "
+        f"`vcube run SPEC --workers {e['workers']} --samples 1` (CLI in a child process: plan, "
+        "init, scan, commit, validate with 1 sampled file) vs the reference recipe "
+        "(per polygon `open_virtual_mfdataset` + `to_icechunk(append_dim='polygon_id')` + "
+        "commit, in-process, its default serial opening).",
+        "",
+        "| method | wall s (median) |",
+        "|---|---|",
+        f"| vcube run | {e['vcube_run_median_s']:.1f} |",
+        f"| reference recipe | {e['reference_median_s']:.1f} |",
+        f"| speed-up | {e['speedup']:.1f}x |",
+        "",
+        f"Both cubes identical (`xr.testing.assert_identical`, raw values): {e['same_cube']}.",
+        "",
+    ]
+
+
+def _section5(cs: dict[str, Any] | None) -> list[str]:
+    if not cs:
+        return []
+    rd = cs["read"]
+    return [
+        "## 5. Reading the cube",
+        "",
+        f"The cube of section 3 ({rd['data_vars']} data variables, sizes {rd['sizes']}), "
+        f"{rd['reps']} repetitions, a different chunk each time.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| `Repository.open` + session + `xr.open_zarr` | "
+        f"{rd['open_repo_and_xr_open_zarr_s']:.3f} s |",
+        f"| `xr.open_zarr` alone | {rd['xr_open_zarr_s']:.3f} s |",
+        f"| one 3-D chunk of {rd['chunk_var']} {rd['chunk_shape']} through the cube | "
+        f"{_ms(rd['cube_chunk_read_s'])} ms |",
+        f"| the same chunk with h5py (open file + read) | {_ms(rd['h5py_open_and_read_s'])} ms |",
+        f"| the same chunk with h5py (file already open) | {_ms(rd['h5py_read_open_file_s'])} ms |",
+        f"| values equal | {rd['values_equal']} |",
+        "",
+    ]
+
+
+def _section6(est: dict[str, Any]) -> list[str]:
+    if not est:
+        return []
+    out = [
+        "## 6. Whole-atlas estimate (496,800 files, 690 groups)",
+        "",
+        "Assumptions: scan pods have 2 cores and scan at the rate measured in section 2 "
+        f"({est['measured_fps']:.1f} files/s, with moto and the proxy competing for the same "
+        f"cores) or at the CPU ceiling 2 cores / {_ms(est['cpu_per_file_s'])} ms CPU per file "
+        f"= {est['ceiling_fps']:.1f} files/s (section 1; I/O fully overlapped, as the "
+        "Prefetcher does when the round trips are hidden); S3 in us-west-2 serves the ranged "
+        "GETs with ~20 ms first-byte latency and scales with the request rate (~3,500 GET/s "
+        "per prefix; the atlas spreads over 690 polygon prefixes); commits run one at a time "
+        "(mutex), overlapped with the scans, at the per-group time of the last 20 commits of "
+        f"section 3 ({est['commit_per_group_s']:.2f} s per 720-file group"
+        + (
+            f", scaled linearly from {est['commit_scaled_from_files_per_group']} files per "
+            "group — an upper bound"
+            if est["commit_scaled_from_files_per_group"] < FILES_PER_GROUP
+            else ""
+        )
+        + "; on S3 each commit adds a few dozen requests, ~1 s). Total = the longer of "
+        "scanning and committing, plus the last group's scan and commit.",
+        "",
+        "| 2-core scan pods | scan rate | files/s/pod | scan min | commit min | total min |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in est["rows"]:
+        out.append(
+            f"| {r['pods']} | {r['rate']} | {r['files_per_s_per_pod']:.1f} | "
+            f"{r['scan_min']:.1f} | {r['commit_min']:.1f} | {r['total_min']:.1f} |"
+        )
+    return [*out, ""]
