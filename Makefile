@@ -45,6 +45,9 @@ format: $(VENV)/.dev ## Apply ruff fixes and formatting
 IMAGE ?= vcube-worker
 TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
 
+bench: $(VENV)/.dev ## Benchmarks vs VirtualiZarr/kerchunk -> bench/results/ (QUICK=1: < 10 min, build/bench/)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
+
 lock: $(VENV)/.dev ## Regenerate image/requirements.lock (hash-pinned) from pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.12 \
 	  --custom-compile-command "make lock" --quiet -o image/requirements.lock
