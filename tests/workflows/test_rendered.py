@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +162,57 @@ def test_importing_the_package_has_no_side_effects(tmp_path: Path) -> None:
     assert proc.stdout == ""
     assert list(tmp_path.iterdir()) == []
     importlib.import_module("workflows.submit")
+
+
+_VAR = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+
+
+def _strings(obj: Any) -> list[str]:
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, list):
+        return [s for v in obj for s in _strings(v)]
+    if isinstance(obj, dict):
+        return [s for v in obj.values() for s in _strings(v)]
+    return []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_template_variable_resolves_in_its_scope(name: str) -> None:
+    """Static check of every `{{...}}`, including paths the wiring test does not execute."""
+    obj = yaml.safe_load(_committed(name))
+    spec = obj["spec"]
+    templates = {t["name"]: t for t in spec["templates"]}
+    workflow_vars = {f"workflow.parameters.{p['name']}" for p in spec["arguments"]["parameters"]}
+    workflow_vars |= {"workflow.name", "workflow.uid"}
+
+    def params(t: dict[str, Any], kind: str) -> set[str]:
+        return {p["name"] for p in t.get(kind, {}).get("parameters", [])}
+
+    problems = []
+    for t in spec["templates"]:
+        inputs = {f"inputs.parameters.{p}" for p in params(t, "inputs")}
+        outputs = {f"outputs.parameters.{p}" for p in params(t, "outputs")}
+        body = {k: v for k, v in t.items() if k not in ("dag", "metrics")}
+        for text in _strings(body):
+            problems += [
+                (t["name"], v) for v in _VAR.findall(text) if v not in workflow_vars | inputs
+            ]
+        for text in _strings(t.get("metrics", {})):
+            allowed = workflow_vars | inputs | outputs | {"status"}
+            problems += [(t["name"], v) for v in _VAR.findall(text) if v not in allowed]
+        tasks = {task["name"]: task for task in t.get("dag", {}).get("tasks", [])}
+        for task in tasks.values():
+            assert task["template"] in templates, task["template"]
+            allowed = workflow_vars | inputs
+            if "withParam" in task:
+                allowed |= {"item"} | {f"item.{k}" for k in ("group", "shards")}
+            for other, other_task in tasks.items():
+                for p in params(templates[other_task["template"]], "outputs"):
+                    allowed.add(f"tasks.{other}.outputs.parameters.{p}")
+            callee = templates[task["template"]]
+            passed = {p["name"] for p in task.get("arguments", {}).get("parameters", [])}
+            assert passed == params(callee, "inputs"), (task["name"], passed)
+            for text in _strings(task):
+                problems += [(task["name"], v) for v in _VAR.findall(text) if v not in allowed]
+    assert problems == []
