@@ -48,6 +48,11 @@ def _grid(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected NLATxNLON like 48x40, got {text!r}") from None
 
 
+def _ids(text: str) -> list[str] | None:
+    """A comma-separated id list; empty means all."""
+    return [g.strip() for g in text.split(",") if g.strip()] or None
+
+
 def _progress_writer() -> Callable[[int, int], None] | None:
     """Argo shows task progress from the file named by ARGO_PROGRESS_FILE ("N/M")."""
     path = os.environ.get("ARGO_PROGRESS_FILE")
@@ -108,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave the chunks of planned-but-missing files empty instead of failing",
     )
+    s.add_argument(
+        "--groups", default="", help="only these groups in groups.json (the plan is whole)"
+    )
     cmd("init", "create or grow the Icechunk cube to the planned shape (idempotent)")
     s = cmd("scan", "scan one shard's files (HDF5 metadata only) into the work area")
     s.add_argument("--shard", required=True, default=os.environ.get("VCUBE_SHARD"))
@@ -115,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--group", required=True, default=os.environ.get("VCUBE_GROUP"))
     s = cmd("validate", "check dims, chunks and sampled values against the source files")
     s.add_argument("--samples", type=int, default=3, help="files compared value by value")
+    s.add_argument("--groups", default="", help="validate only these groups (default: all)")
     s = cmd("run", "the whole build on this machine: plan, init, scan, commit, validate")
     s.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     s.add_argument("--groups", default="", help="comma-separated group ids (default: all)")
@@ -152,7 +161,7 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
         if args.outputs_dir:
             from vcube import catalog
 
-            groups = steps.groups_listing(catalog.load_plan(spec))
+            groups = steps.groups_listing(catalog.load_plan(spec), only=_ids(args.groups))
             Path(args.outputs_dir).mkdir(parents=True, exist_ok=True)
             (Path(args.outputs_dir) / "groups.json").write_text(json.dumps(groups))
         return summary
@@ -163,7 +172,7 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.command == "commit":
         return steps.commit_step(spec, args.group, on_file=_progress_writer())
     if args.command == "validate":
-        return steps.validate_step(spec, samples=args.samples)
+        return steps.validate_step(spec, samples=args.samples, groups=_ids(args.groups))
     if args.command == "status":
         summary = steps.status_step(spec)
         if args.workflow:
@@ -177,11 +186,10 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.command == "run":
         from vcube.run_local import run_local
 
-        selected = [g.strip() for g in args.groups.split(",") if g.strip()]
         summary = run_local(
             spec,
             workers=args.workers,
-            groups=selected or None,
+            groups=_ids(args.groups),
             allow_missing=args.allow_missing,
             samples=args.samples,
             progress=not args.quiet,

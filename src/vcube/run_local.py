@@ -52,10 +52,7 @@ def run_local(
         )
     )
     plan = catalog.load_plan(spec)
-    if groups:
-        unknown = [g for g in groups if g not in plan.groups]
-        if unknown:
-            raise catalog.PlanError(f"--groups {unknown} are not in the plan")
+    steps.check_groups(plan, groups)
     init_summary = steps.init_step(spec)
     say(
         "init: "

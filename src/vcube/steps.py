@@ -39,7 +39,14 @@ def plan_step(spec: DatasetSpec, *, allow_missing: bool = False) -> dict[str, An
 
 def groups_listing(plan: Plan, only: list[str] | None = None) -> list[dict[str, Any]]:
     """What Argo fans out over: group ids and their shard ids, nothing else."""
+    check_groups(plan, only)
     return [{"group": g, "shards": s} for g, s in plan.groups.items() if not only or g in only]
+
+
+def check_groups(plan: Plan, groups: list[str] | None) -> None:
+    unknown = [g for g in groups or [] if g not in plan.groups]
+    if unknown:
+        raise catalog.PlanError(f"groups {unknown} are not in the plan")
 
 
 def template_file(spec: DatasetSpec, plan: Plan) -> catalog.PlannedFile:
@@ -135,6 +142,7 @@ def validate_step(
     from vcube import validate  # xarray: only the steps that read values pay for importing it
 
     plan = catalog.load_plan(spec)
+    check_groups(plan, groups)
     tmpl = template.load_template(spec)
     return validate.validate_cube(spec, plan, tmpl, samples=samples, groups=groups)
 
