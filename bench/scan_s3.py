@@ -45,16 +45,21 @@ def round_trips(records: list[RequestRecord]) -> int:
 
 def _stats(proxy: FaultProxy, n: int, wall: float) -> dict[str, float]:
     recs = list(proxy.stats.records)
+    service = [r.finished - r.started - LATENCY for r in recs]
     return {
         "requests_per_file": len(recs) / n,
         "mb_per_file": sum(r.body_bytes for r in recs) / n / 1e6,
         "round_trips_per_file": round_trips(recs) / n,
         "wall_per_file_s": wall / n,
         "files_per_s": n / wall,
+        # moto's own time per request (the proxy's time minus the injected latency)
+        "server_ms_per_request": common.median(service) * 1000 if service else 0.0,
     }
 
 
-def _prefetched_scan(spec_json: str, tmpl_json: bytes, files: list[Any], depth: int) -> int:
+def _prefetched_scan(
+    spec_json: str, tmpl_json: bytes, files: list[Any], depth: int
+) -> tuple[int, list[int]]:
     """vcube's per-file scan over remote.Prefetcher; runs in this or a worker process."""
     import h5py
 
@@ -65,12 +70,14 @@ def _prefetched_scan(spec_json: str, tmpl_json: bytes, files: list[Any], depth: 
     src = catalog.source_location(spec)
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     items = [(pf.key, ObjectVersion(pf.size, None, None)) for pf in files]
-    n = 0
+    n, misses = 0, []
     for rf, pf in zip(Prefetcher(src, items, depth=depth), files, strict=True):
+        opened = rf.requests
         with rf, h5py.File(rf, "r") as f:
             scan.scan_file(f, pf.key, tmpl, path_dims)
+        misses.append(rf.requests - opened)  # each miss is one more round trip for this file
         n += 1
-    return n
+    return n, misses
 
 
 def run(arch: common.Archive, *, n_files: int, vz_files: int, depth: int = 8) -> dict[str, Any]:
@@ -126,8 +133,11 @@ def _measure(
     spec_json, tmpl_json = spec.model_dump_json(), tmpl.to_json()
     proxy.reset_stats()
     t0 = time.perf_counter()
-    _prefetched_scan(spec_json, tmpl_json, files, depth)
+    _, misses = _prefetched_scan(spec_json, tmpl_json, files, depth)
     out["vcube_prefetched_1proc"] = _stats(proxy, n, time.perf_counter() - t0)
+    # A file's own round trips: the open (first blocks + learned hints, one parallel batch)
+    # plus one per cache miss; the first file has no hints yet, so it is left out.
+    out["prefetched_round_trips_per_file_isolated"] = 1 + common.median(misses[1:] or misses)
 
     with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
         # warm the workers (start-up, imports, one file each) before timing
@@ -140,7 +150,7 @@ def _measure(
         t0 = time.perf_counter()
         halves = [files[0::2], files[1::2]]
         futs = [pool.submit(_prefetched_scan, spec_json, tmpl_json, h, depth) for h in halves]
-        done = sum(f.result() for f in futs)
+        done = sum(f.result()[0] for f in futs)
         out["vcube_prefetched_2proc"] = _stats(proxy, done, time.perf_counter() - t0)
 
     from obspec_utils.registry import ObjectStoreRegistry
