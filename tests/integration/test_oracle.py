@@ -48,9 +48,16 @@ def _virtualizarr_cube(spec: DatasetSpec) -> icechunk.Repository:
     return repo
 
 
+@pytest.fixture(scope="module")
+def oracle(built_sample: DatasetSpec) -> icechunk.Repository:
+    return _virtualizarr_cube(built_sample)
+
+
 @pytest.mark.parametrize("decode_times", [False, True])
-def test_same_cube_as_virtualizarr(built_sample: DatasetSpec, decode_times: bool) -> None:
-    repo = _virtualizarr_cube(built_sample)
+def test_same_cube_as_virtualizarr(
+    built_sample: DatasetSpec, oracle: icechunk.Repository, decode_times: bool
+) -> None:
+    repo = oracle
     theirs = xr.open_zarr(
         repo.readonly_session("main").store, consolidated=False, decode_times=decode_times
     )
