@@ -586,24 +586,16 @@ class Prefetcher:
                 rf = pending.popleft().result()
                 yield rf
                 if self.learn:
-                    # A file opened before this one finished uses an older hint; that is fine.
-                    self.hint = _merge_byte_ranges(self.hint + rf.touched_ranges())
+                    # The last walk only: a union over a shard would keep growing where
+                    # offsets drift with the compressed data sizes. Files already in flight
+                    # use an older hint; their misses are fetched on demand.
+                    self.hint = rf.touched_ranges()
         finally:
             for fut in pending:
                 fut.cancel()
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
             loop.close()
-
-
-def _merge_byte_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for a, z in sorted(ranges):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], z))
-        else:
-            out.append((a, z))
-    return out
 
 
 async def open_many_async(

@@ -52,7 +52,13 @@ def open_h5(loc: storage.Location, key: str) -> Iterator[h5py.File]:
         return
     from vcube.remote import open_remote
 
-    reader = open_remote(loc, key)
+    with _open_reader(open_remote(loc, key), key) as f:
+        yield f
+
+
+@contextlib.contextmanager
+def _open_reader(reader: Any, key: str) -> Iterator[h5py.File]:
+    """h5py on an open `vcube.remote.RemoteFile` (closed on exit)."""
     try:
         f = h5py.File(reader, "r")
     except OSError as e:
@@ -156,27 +162,21 @@ def scan_shard(
     offsets = {v.name: np.zeros((n, *_file_grid(v)), np.uint64) for v in virt}
     lengths = {v.name: np.zeros((n, *_file_grid(v)), np.uint64) for v in virt}
     values = {v.name: np.zeros((n, *v.file_shape), np.dtype(v.fingerprint["dtype"])) for v in inl}
-    for i, pf in enumerate(files):
-        try:
-            with open_h5(src, pf.key) as f:
-                fs = scan_file(f, pf.key, template, path_dims)
-        except ScanError:
-            raise
-        except OSError as e:
-            raise ScanError(f"{pf.key}: cannot read ({_h5msg(e)})") from None
-        for name, (o, ln) in fs.refs.items():
-            size = int(pf.size)
-            if int((o + ln).max(initial=0)) > size:
-                raise ScanError(
-                    f"{pf.key}: variable {name} has chunks past the end of the file "
-                    f"({size} bytes): truncated?"
-                )
-            offsets[name][i] = o
-            lengths[name][i] = ln
-        for name, val in fs.values.items():
-            values[name][i] = val
-        if on_file:
-            on_file(i + 1, n)
+    # Remote files are opened ahead in the background, each with the blocks the previous walks
+    # touched (vcube.remote.Prefetcher): about one round trip per file instead of one per miss.
+    readers: Iterator[Any] | None = None
+    if not src.is_local:
+        from vcube.remote import Prefetcher
+
+        readers = iter(Prefetcher(src, [(pf.key, None) for pf in files]))
+    try:
+        for i, pf in enumerate(files):
+            _scan_one(i, pf, src, readers, template, path_dims, offsets, lengths, values)
+            if on_file:
+                on_file(i + 1, n)
+    finally:
+        if readers is not None:
+            readers.close()  # type: ignore[attr-defined]
     meta = {
         "shard": shard,
         "digest": digest,
@@ -194,6 +194,39 @@ def scan_shard(
     arrays |= {f"lengths/{k}": a for k, a in lengths.items()}
     arrays |= {f"values/{k}": a for k, a in values.items()}
     return write_result(meta, arrays)
+
+
+def _scan_one(
+    i: int,
+    pf: catalog.PlannedFile,
+    src: storage.Location,
+    readers: Iterator[Any] | None,
+    template: Template,
+    path_dims: set[str],
+    offsets: dict[str, np.ndarray],
+    lengths: dict[str, np.ndarray],
+    values: dict[str, np.ndarray],
+) -> None:
+    """Scan file `i` of a shard into the shard's arrays."""
+    try:
+        opened = open_h5(src, pf.key) if readers is None else _open_reader(next(readers), pf.key)
+        with opened as f:
+            fs = scan_file(f, pf.key, template, path_dims)
+    except ScanError:
+        raise
+    except OSError as e:
+        raise ScanError(f"{pf.key}: cannot read ({_h5msg(e)})") from None
+    for name, (o, ln) in fs.refs.items():
+        size = int(pf.size)
+        if int((o + ln).max(initial=0)) > size:
+            raise ScanError(
+                f"{pf.key}: variable {name} has chunks past the end of the file "
+                f"({size} bytes): truncated?"
+            )
+        offsets[name][i] = o
+        lengths[name][i] = ln
+    for name, val in fs.values.items():
+        values[name][i] = val
 
 
 def write_result(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:

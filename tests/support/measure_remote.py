@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         keys = server.upload_dir(args.dir, "measure")
         keys = [k for k in keys if k.endswith(".nc")]
         with (
-            FaultProxy("127.0.0.1", server.port, latency=0.0) as p0,
-            FaultProxy("127.0.0.1", server.port, latency=args.latency) as p1,
+            FaultProxy("127.0.0.1", server.port, latency=0.0, lifetime=3600) as p0,
+            FaultProxy("127.0.0.1", server.port, latency=args.latency, lifetime=3600) as p1,
         ):
             s0 = server.obstore_store("measure", endpoint=p0.endpoint)
             s1 = server.obstore_store("measure", endpoint=p1.endpoint)

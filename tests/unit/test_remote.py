@@ -210,7 +210,9 @@ def test_prefetcher_yields_in_order_and_learns(
         seen.append(rf.key)
     assert seen == keys
     assert misses[0] > 3  # the first walk discovers the layout read by read
-    assert max(misses[4:]) <= 1  # later files find (nearly) everything prefetched
+    # Later files find nearly everything prefetched (a block or two moved with the data).
+    assert max(misses[1:]) <= 2
+    assert sum(misses[1:]) <= misses[0]
 
 
 def test_open_many_fetches_first_blocks_concurrently(
