@@ -19,7 +19,7 @@ from bench import common
 
 warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
 
-SECTIONS = ("scan_local", "scan_s3", "commit_scale", "end_to_end")
+SECTIONS = ("scan_local", "commit_scale", "scan_s3", "end_to_end")
 
 # Sizes per mode. full_archive: full-grid files generated once (reused by 1, 2, 3, 5).
 CONFIG: dict[str, dict[str, Any]] = {
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         if section == "scan_local":
             from bench import scan_local
 
-            results[section] = scan_local.run(full_grid, **cfg[section])
+            results[section] = scan_local.run(full_grid, **cfg[section], out=out)
         elif section == "scan_s3":
             from bench import scan_s3
 

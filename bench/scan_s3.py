@@ -6,7 +6,7 @@ and response bytes. moto itself is slow per request (it copies objects for range
 shares the 2 cores with the client, so wall times here are an upper bound; the counts are exact.
 
 Compared, on the same objects in one run:
-  vcube scan_shard   the shipped scan step (one file after the other, vcube.remote reader)
+  vcube scan_shard   the scan step as committed (vcube.remote reader)
   vcube prefetched   vcube's scan_file over vcube.remote.Prefetcher (files opened ahead,
                      block hints learned from the previous files), one process; then two
                      processes (one 2-core worker) for files/s
