@@ -376,7 +376,8 @@ def _section4(e: dict[str, Any] | None) -> list[str]:
         f"| reference recipe | {e['reference_median_s']:.1f} |",
         f"| speed-up | {e['speedup']:.1f}x |",
         "",
-        f"Both cubes identical (`xr.testing.assert_identical`, raw values): {e['same_cube']}.",
+        f"Both cubes identical (`xr.testing.assert_identical`, raw values; global attributes "
+        f"left out: the recipe's appends keep the last polygon's `title`): {e['same_cube']}.",
         "",
     ]
 
