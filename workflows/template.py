@@ -192,7 +192,11 @@ def _vcube(
         args=[*args, "--outputs-dir", OUTPUTS_DIR],
         inputs=inputs,
         outputs=[_summary_output(), *(outputs or [])],
-        env=[Env(name="HOME", value=SCRATCH), Env(name="TMPDIR", value=SCRATCH)],
+        env=[
+            Env(name="HOME", value=SCRATCH),
+            Env(name="TMPDIR", value=SCRATCH),
+            Env(name="VCUBE_LOG_FORMAT", value="json"),  # one JSON object per log line
+        ],
         resources=Resources(cpu_request=cpu, memory_request=memory, memory_limit=memory_limit),
         security_context=_container_security_context(),
         volumes=[EmptyDirVolume(name="scratch", mount_path=SCRATCH)],

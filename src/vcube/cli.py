@@ -23,15 +23,17 @@ log = logging.getLogger("vcube")
 
 
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the `fields` passed in `extra` (what log shippers want)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "msg": record.getMessage(),
-                "time": self.formatTime(record),
-            }
-        )
+        out = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", {}))
+        return json.dumps(out, default=str)
 
 
 def _setup_logging(fmt: str) -> None:
@@ -245,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_FAILED
     if summary is not None:
+        if args.log_format == "json":  # pods: the summary as a structured log line too
+            log.info("%s done", args.command, extra={"fields": summary})
         _emit(summary, getattr(args, "outputs_dir", None))
     return 0
 
