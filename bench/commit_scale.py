@@ -89,8 +89,14 @@ def write_shard_results(
                     "pos": list(pf.pos),
                 }
             )
-        meta = {"shard": sid, "digest": plan.shards[sid]["digest"], "files": metas}
+        meta = {"shard": sid, "digest": _result_digest(plan, sid, tmpl), "files": metas}
         storage.write_bytes(work, scan.result_key(sid), scan.write_result(meta, arrays))
+
+
+def _result_digest(plan: catalog.Plan, sid: str, tmpl: template.Template) -> str:
+    """The digest `vcube scan` writes into a shard result (what `vcube commit` checks)."""
+    of = getattr(scan, "result_digest", None)  # newer vcube: the template is part of it
+    return of(plan.shards[sid]["digest"], tmpl) if of else str(plan.shards[sid]["digest"])
 
 
 def du(path: Path) -> int:
