@@ -161,6 +161,30 @@ def dump(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
 
+def code_version() -> str:
+    """The commit measured: `VCUBE_BENCH_COMMIT` (set for an exported tree) or git's HEAD."""
+    if os.environ.get("VCUBE_BENCH_COMMIT"):
+        return os.environ["VCUBE_BENCH_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out + (" (working tree with uncommitted changes)" if dirty else "")
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on (no host names or paths)."""
     import platform

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     results["mode"] = mode
     results["machine"] = common.machine()
     results["started_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    results["code"] = common.code_version()
     full_grid = common.ensure_archive("fullgrid", polygons=2, dates=2, months=8)
     for section in only:
         t0 = time.perf_counter()
