@@ -18,6 +18,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -85,6 +86,14 @@ class Plan:
         return str(self.shards[shard]["group"])
 
 
+def files_digest(files: list[PlannedFile]) -> str:
+    """What a shard's scan depends on: keys, sizes, versions and places of its files."""
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.key}\0{p.size}\0{p.version}\0{tuple(p.pos)}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def pattern_regex(pattern: str) -> re.Pattern[str]:
     """Compile a `{field}` path pattern; a field used twice must have the same value both times."""
     out, seen, pos = [], set(), 0
@@ -99,8 +108,11 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
 
 
 def _sort_key(key: tuple[str, ...]) -> tuple[tuple[int, int, str], ...]:
-    """Numbers sort numerically, everything else as text ('9' < '10', '0347' as 347)."""
-    return tuple((0, int(v), "") if v.isdigit() else (1, 0, v) for v in key)
+    """Numbers sort numerically, everything else as text ('9' < '10', '0347' as 347).
+
+    The text breaks ties ('1' before '01'), so the order never depends on set iteration.
+    """
+    return tuple((0, int(v), v) if v.isdigit() else (1, 0, v) for v in key)
 
 
 def _key_str(key: tuple[str, ...]) -> str:
@@ -211,10 +223,11 @@ def build_plan(
     for sid in sorted(shard_files, key=lambda s: shard_order[s]):
         files = sorted(shard_files[sid], key=lambda p: p.pos)
         shard_files[sid] = files
-        h = hashlib.sha256()
-        for p in files:
-            h.update(f"{p.key}\0{p.size}\0{p.version}\0{p.pos}\n".encode())
-        shards[sid] = {"group": shard_group[sid], "files": len(files), "digest": h.hexdigest()[:16]}
+        shards[sid] = {
+            "group": shard_group[sid],
+            "files": len(files),
+            "digest": files_digest(files),
+        }
         groups[shard_group[sid]].append(sid)
 
     plan = Plan(
@@ -273,9 +286,15 @@ def make_plan(spec: DatasetSpec, *, allow_missing: bool = False) -> Plan:
     src = source_location(spec)
     plan, shard_files = build_plan(spec, storage.list_objects(src), allow_missing=allow_missing)
     work = work_location(spec)
-    for sid, files in shard_files.items():
-        payload = json.dumps([asdict(p) for p in files], sort_keys=True).encode()
-        storage.write_bytes(work, shard_key(sid), payload)
+
+    def put(item: tuple[str, list[PlannedFile]]) -> None:
+        payload = json.dumps([asdict(p) for p in item[1]], sort_keys=True).encode()
+        storage.write_bytes(work, shard_key(item[0]), payload)
+
+    # Thousands of small objects on S3: in parallel. plan.json goes last, so a crash before it
+    # leaves the previous plan in force (and a shard list that disagrees with it is refused).
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(put, shard_files.items()))
     storage.write_bytes(work, PLAN_KEY, plan.to_json())
     return plan
 
@@ -290,9 +309,16 @@ def load_plan(spec: DatasetSpec) -> Plan:
     return plan
 
 
-def load_shard_files(spec: DatasetSpec, shard: str) -> list[PlannedFile]:
+def load_shard_files(spec: DatasetSpec, shard: str, plan: Plan | None = None) -> list[PlannedFile]:
+    """A shard's file list; with the plan, checked against the digest the plan recorded."""
     try:
         raw = json.loads(storage.read_bytes(work_location(spec), shard_key(shard)))
     except FileNotFoundError:
         raise PlanError(f"shard {shard!r} is not in the plan: run `vcube plan` first") from None
-    return [PlannedFile(**{**r, "pos": tuple(r["pos"])}) for r in raw]
+    files = [PlannedFile(**{**r, "pos": tuple(r["pos"])}) for r in raw]
+    if plan is not None and files_digest(files) != plan.shards[shard]["digest"]:
+        raise PlanError(
+            f"the file list of shard {shard} does not match the plan (a re-plan was interrupted "
+            "or is running): run `vcube plan` again"
+        )
+    return files

@@ -7,6 +7,7 @@ so a crashed or repeated run simply skips what is committed and redoes the rest.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import warnings
@@ -24,7 +25,7 @@ from zarr.core.sync import sync
 
 from vcube import catalog, storage
 from vcube.catalog import Plan
-from vcube.scan import ShardResult, read_result, result_key
+from vcube.scan import ShardResult, read_result, result_digest, result_key
 from vcube.spec import DatasetSpec
 from vcube.template import Template, VarSchema
 
@@ -86,8 +87,10 @@ def history(repo: icechunk.Repository, branch: str) -> History:
     h = History()
     try:
         ancestry = list(repo.ancestry(branch=branch))
-    except icechunk.IcechunkError:
-        return h
+    except icechunk.IcechunkError as e:
+        if "branch" in str(e).lower() and "not found" in str(e).lower():
+            return h  # a branch not created yet has no history
+        raise storage.StorageError(f"cannot read the history of branch {branch!r}: {e}") from None
     if ancestry:
         h.tip = ancestry[0].id
     for snap in ancestry:
@@ -198,7 +201,9 @@ def init_cube(
 ) -> dict[str, Any]:
     """Create or grow every array to the planned shape and write what the plan already knows.
 
-    Idempotent: when nothing differs, nothing is committed.
+    Idempotent: when nothing differs, nothing is committed. Growing keeps what is committed
+    (virtual arrays keep their chunk grid; small inline arrays are rewritten in their new
+    chunking); an array whose layout changed, or that left the template, is dropped.
     """
     t0 = time.perf_counter()
     repo = open_repo(spec, create=True)
@@ -209,27 +214,27 @@ def init_cube(
     ).encode()
     _set_json(store, "zarr.json", root_doc)
     src = catalog.source_location(spec)
-    path_dims = {d.name: d for d in spec.cube.dims if d.values == "path"}
-    grown = 0
+    path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
+    wanted = set(template.variables) | path_dims
+    for name in zarr.open_group(store, mode="r").array_keys():
+        if name not in wanted:
+            sync(store.delete_dir(name))  # left the template (dropped, renamed)
     for v in template.variables.values():
-        if v.name in path_dims:
-            continue
         shape = array_shape(v, plan, template)
-        grown += _set_json(
-            store,
-            f"{v.name}/zarr.json",
-            _array_metadata(v, shape, array_chunks(v, spec, shape, template)),
-        )
+        md = _array_metadata(v, shape, array_chunks(v, spec, shape, template))
+        _ensure_array(store, v.name, md, keep_values=v.kind == "inline")
     dim_by_name = {d["name"]: d for d in plan.dims}
     for name in path_dims:
         keys = dim_by_name[name]["keys"]
         chunk = template.blocks[name] if name == spec.cube.commit_by else max(len(keys), 1)
         md, values = _path_coord_metadata(name, keys, chunk)
-        if _set_json(store, f"{name}/zarr.json", md):
-            zarr.open_array(store, path=name, mode="r+")[:] = values
+        _ensure_array(store, name, md, keep_values=False)
+        arr = zarr.open_array(store, path=name, mode="r+")
+        if not np.array_equal(np.asarray(arr[:]), values):
+            arr[:] = values
     # Variables that do not vary along a concat dim come from the template file, once.
-    is_new = history(repo, spec.target.branch).init is None
-    if is_new or grown:
+    prev = history(repo, spec.target.branch).init
+    if prev is None or prev.metadata.get("template") != template.digest:
         _write_static(spec, template, store, src, template_file)
         # Readers open the repo with the stored config: it must hold the virtual chunk
         # container even if a crash hit between creating the repo and this first commit.
@@ -247,6 +252,26 @@ def init_cube(
         "arrays": len(template.variables),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _ensure_array(store: Any, name: str, md: ArrayV3Metadata, *, keep_values: bool) -> None:
+    """Give an array this metadata. A new shape on the same chunk grid is a metadata change; a
+    new chunking drops the chunks, and with `keep_values` the values are written back."""
+    proto = default_buffer_prototype()
+    new = json.loads(md.to_buffer_dict(proto)["zarr.json"].to_bytes())
+    old_buf = sync(store.get(f"{name}/zarr.json", prototype=proto))
+    old = json.loads(old_buf.to_bytes()) if old_buf is not None else None
+    if old == new:
+        return
+    if old is None or {**old, "shape": None} == {**new, "shape": None}:
+        _set_json(store, f"{name}/zarr.json", md)
+        return
+    values = np.asarray(zarr.open_array(store, path=name, mode="r")[...]) if keep_values else None
+    sync(store.delete_dir(name))
+    _set_json(store, f"{name}/zarr.json", md)
+    if values is not None and values.ndim == len(md.shape):
+        overlap = tuple(slice(0, min(a, b)) for a, b in zip(values.shape, md.shape, strict=True))
+        zarr.open_array(store, path=name, mode="r+")[overlap] = values[overlap]
 
 
 def _write_static(
@@ -298,7 +323,14 @@ def _set_refs(
 # --- commit -------------------------------------------------------------------------------------
 
 
-def load_group_results(spec: DatasetSpec, plan: Plan, group: str) -> list[ShardResult]:
+def inputs_digest(plan: Plan, template: Template, group: str) -> str:
+    """What a group's commit depends on: its files' listing and the template (so the schema)."""
+    return hashlib.sha256(f"{plan.group_digest(group)}:{template.digest}".encode()).hexdigest()[:16]
+
+
+def load_group_results(
+    spec: DatasetSpec, plan: Plan, template: Template, group: str
+) -> list[ShardResult]:
     work = catalog.work_location(spec)
     out = []
     for sid in plan.groups[group]:
@@ -309,10 +341,10 @@ def load_group_results(spec: DatasetSpec, plan: Plan, group: str) -> list[ShardR
                 f"group {group}: shard {sid} has not been scanned: "
                 f"run `vcube scan SPEC --shard {sid}`"
             ) from None
-        if res.meta.get("digest") != plan.shards[sid]["digest"]:
+        if res.meta.get("digest") != result_digest(plan.shards[sid]["digest"], template):
             raise CommitError(
-                f"group {group}: the scan of shard {sid} is stale (its files changed "
-                f"since): run `vcube scan SPEC --shard {sid}` again"
+                f"group {group}: the scan of shard {sid} is stale (its files or the template "
+                f"changed since): run `vcube scan SPEC --shard {sid}` again"
             )
         out.append(res)
     return out
@@ -330,7 +362,7 @@ def commit_group(
     t0 = time.perf_counter()
     if group not in plan.groups:
         raise CommitError(f"group {group!r} is not in the plan (groups: {_some(plan.groups)})")
-    digest = plan.group_digest(group)
+    digest = inputs_digest(plan, template, group)
     repo = open_repo(spec)
     hist = history(repo, spec.target.branch)
     if hist.init is None:
@@ -346,7 +378,7 @@ def commit_group(
             "refs": 0,
             "seconds": round(time.perf_counter() - t0, 3),
         }
-    results = load_group_results(spec, plan, group)
+    results = load_group_results(spec, plan, template, group)
     src = catalog.source_location(spec)
     dim_names = spec.cube.dim_names
     session = repo.writable_session(spec.target.branch)
@@ -388,7 +420,9 @@ def commit_group(
                 f"Icechunk refused refs of {v.name} from {bad.get(tuple(failed[0]), '?')}: "
                 f"chunks {failed[:5]}"
             )
-    _write_inline(spec, plan, template, store, results, group)
+    if done is not None:  # a rewrite: nothing of the old version may survive
+        _delete_stale_refs(spec, plan, template, store, group, specs)
+    _write_inline(spec, plan, template, store, results, group, rewrite=done is not None)
     snap = session.commit(
         f"commit group {group}: {n_files} files",
         metadata={
@@ -447,6 +481,41 @@ def _add_chunk_specs(
     return n
 
 
+def _delete_stale_refs(
+    spec: DatasetSpec,
+    plan: Plan,
+    template: Template,
+    store: Any,
+    group: str,
+    written: dict[str, list[icechunk.VirtualChunkSpec]],
+) -> None:
+    """Delete the group's chunk refs that this commit does not set again (files gone since)."""
+    commit_dim = spec.cube.commit_by
+    sid = plan.groups[group][0]
+    pos_commit = catalog.load_shard_files(spec, sid)[0].pos[spec.cube.dim_names.index(commit_dim)]
+    for v in template.virtual_varying():
+        keep = {tuple(s.index) for s in written[v.name]}
+        file_chunk = dict(zip(v.file_dims, v.file_chunks, strict=True))
+        ranges = []
+        for d, n in zip(v.dims, _chunk_grid(v, array_shape(v, plan, template)), strict=True):
+            if d == commit_dim:
+                per = template.blocks[d] // file_chunk.get(d, 1)
+                ranges.append(range(pos_commit * per, (pos_commit + 1) * per))
+            else:
+                ranges.append(range(n))
+        for idx in np.ndindex(*[len(r) for r in ranges]):
+            chunk = tuple(r[i] for r, i in zip(ranges, idx, strict=True))
+            if chunk not in keep:
+                key = f"{v.name}/c/" + "/".join(map(str, chunk))
+                if sync(store.exists(key)):
+                    sync(store.delete(key))
+
+
+def _chunk_grid(v: VarSchema, shape: list[int]) -> list[int]:
+    chunks = dict(zip(v.file_dims, v.file_chunks, strict=True))
+    return [-(-s // chunks.get(d, 1)) for d, s in zip(v.dims, shape, strict=True)]
+
+
 def _cube_grid(v: VarSchema, file_grid: tuple[int, ...]) -> tuple[int, ...]:
     """The file's chunk grid in the cube's dims (dims the files lack have one chunk)."""
     by_dim = dict(zip(v.file_dims, file_grid, strict=True))
@@ -460,8 +529,14 @@ def _write_inline(
     store: Any,
     results: list[ShardResult],
     group: str,
+    *,
+    rewrite: bool = False,
 ) -> None:
-    """Write each inline variable's region for the group in one read-compare-write."""
+    """Write each inline variable's region for the group in one read-compare-write.
+
+    On a rewrite the group's part of arrays along `commit_by` starts from the fill value, so a
+    file that disappeared leaves no old values behind.
+    """
     dim_names = spec.cube.dim_names
     files = [
         (res, i, dict(zip(dim_names, f["pos"], strict=True)))
@@ -470,15 +545,20 @@ def _write_inline(
     ]
     if not files:
         return
+    path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     for v in template.inline_varying():
-        if v.name not in results[0].values:
-            continue  # a dim coordinate taken from the path
+        if v.name in path_dims:
+            continue  # written by init from the plan
+        if any(v.name not in r.values for r in results):
+            raise CommitError(f"group {group}: the scans lack {v.name}: scan the group again")
         arr = zarr.open_array(store, path=v.name, mode="r+")
         starts = {d: min(p[d] for _, _, p in files) * template.blocks[d] for d in v.varies}
         stops = {d: (max(p[d] for _, _, p in files) + 1) * template.blocks[d] for d in v.varies}
         region = tuple(slice(starts[d], stops[d]) if d in starts else slice(None) for d in v.dims)
         old = np.asarray(arr[region])
         new = old.copy()
+        if rewrite and spec.cube.commit_by in v.dims:
+            new[...] = arr.metadata.fill_value
         written = np.zeros(new.shape, bool)
         for res, i, p in files:
             val = res.values[v.name][i].reshape(
@@ -537,14 +617,14 @@ def _some(groups: dict[str, Any]) -> str:
     return ", ".join(ids[:5]) + (f", ... ({len(ids)} in all)" if len(ids) > 5 else "")
 
 
-def group_summary(plan: Plan, hist: History) -> dict[str, str]:
+def group_summary(plan: Plan, hist: History, template: Template | None) -> dict[str, str]:
     """committed / changed (committed with other inputs) / pending, per group."""
     out = {}
     for g in plan.groups:
         snap = hist.groups.get(g)
         if snap is None:
             out[g] = "pending"
-        elif snap.metadata.get("inputs") == plan.group_digest(g):
+        elif template is None or snap.metadata.get("inputs") == inputs_digest(plan, template, g):
             out[g] = "committed"
         else:
             out[g] = "changed"

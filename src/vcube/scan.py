@@ -28,6 +28,11 @@ class ScanError(RuntimeError):
     """A file could not be scanned; the message names the file and the problem."""
 
 
+def result_digest(shard_digest: str, template: Template) -> str:
+    """A scan depends on the shard's files and on the template it was checked against."""
+    return hashlib.sha256(f"{shard_digest}:{template.digest}".encode()).hexdigest()[:16]
+
+
 def result_key(shard: str) -> str:
     return f"scans/{shard}.zip"
 
@@ -84,12 +89,15 @@ def chunk_refs(ds: h5py.Dataset, grid: tuple[int, ...]) -> tuple[np.ndarray, np.
     lengths = np.zeros(grid, dtype=np.uint64)
     dsid = ds.id
     if ds.chunks is None:
+        if dsid.get_create_plist().get_layout() == h5py.h5d.COMPACT:
+            raise ScanError(
+                f"variable {ds.name.lstrip('/')} has compact storage (inside the object header): "
+                "it cannot be referenced; list it under cube.inline"
+            )
         off = dsid.get_offset()
-        if off is not None:
+        if off is not None:  # None: never written, reads as the fill value
             offsets.reshape(-1)[0] = off
             lengths.reshape(-1)[0] = dsid.get_storage_size()
-        elif ds.size:
-            raise ScanError(f"variable {ds.name.lstrip('/')} has compact storage: cannot reference")
         return offsets, lengths
     chunks = ds.chunks
 

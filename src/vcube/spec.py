@@ -111,6 +111,16 @@ class Target(_Model):
     # Where plans and shard results go; default: "<repo>.work" next to the repo.
     work: str | None = None
 
+    @model_validator(mode="after")
+    def _work_needs_a_prefix(self) -> Target:
+        bare_bucket = self.repo.startswith("s3://") and "/" not in self.repo[5:].strip("/")
+        if bare_bucket and self.work is None:
+            raise ValueError(
+                "target.repo is a bucket root: set target.work to a prefix for plans and scans "
+                "(the default '<repo>.work' would name another bucket)"
+            )
+        return self
+
     @property
     def work_url(self) -> str:
         return self.work if self.work is not None else self.repo.rstrip("/") + ".work"

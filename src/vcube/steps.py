@@ -66,8 +66,8 @@ def init_step(spec: DatasetSpec) -> dict[str, Any]:
     pf = template_file(spec, plan)
     try:
         tmpl = template.load_template(spec)
-        if tmpl.source_key != pf.key:
-            raise template.TemplateError("template file changed")
+        if tmpl.source_key != pf.key or tmpl.spec_digest != spec.digest():
+            raise template.TemplateError("the template file or the spec changed")
     except template.TemplateError:
         tmpl = template.derive_template(spec, pf.key)
         template.save_template(spec, tmpl)
@@ -84,7 +84,7 @@ def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None)
         raise catalog.PlanError(f"shard {shard!r} is not in the plan")
     tmpl = template.load_template(spec)
     work = catalog.work_location(spec)
-    digest = plan.shards[shard]["digest"]
+    digest = scan.result_digest(plan.shards[shard]["digest"], tmpl)
     try:
         old = scan.read_result(storage.read_bytes(work, scan.result_key(shard)))
         if old.meta.get("digest") == digest:
@@ -98,7 +98,7 @@ def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None)
             }
     except FileNotFoundError:
         pass
-    files = catalog.load_shard_files(spec, shard)
+    files = catalog.load_shard_files(spec, shard, plan)
     try:
         data = scan.scan_shard(spec, tmpl, shard, files, digest, on_file=on_file)
     except Exception as e:
@@ -152,7 +152,11 @@ def status_step(spec: DatasetSpec) -> dict[str, Any]:
     plan = catalog.load_plan(spec)
     repo = cube.open_repo(spec)
     hist = cube.history(repo, spec.target.branch)
-    states = cube.group_summary(plan, hist)
+    try:
+        tmpl: template.Template | None = template.load_template(spec)
+    except template.TemplateError:
+        tmpl = None  # not initialized yet
+    states = cube.group_summary(plan, hist, tmpl)
     work = catalog.work_location(spec)
     failed: dict[str, str] = {}
     for info in storage.list_objects(work, prefix="errors/"):

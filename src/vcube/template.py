@@ -47,6 +47,7 @@ class Template:
     attrs: dict[str, Any]
     variables: dict[str, VarSchema]
     blocks: dict[str, int]  # length of one file along each concat dim
+    spec_digest: str = ""  # the spec it was derived for: another spec needs another template
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
@@ -82,7 +83,8 @@ def fingerprint(ds: h5py.Dataset) -> dict[str, Any]:
         "shuffle": bool(ds.shuffle),
         "fletcher32": bool(ds.fletcher32),
         "scaleoffset": ds.scaleoffset,
-        "fillvalue": None if fill is None else np.asarray(fill).tolist(),
+        # as bytes: a NaN fill value must equal itself
+        "fillvalue": None if fill is None else np.asarray(fill, ds.dtype).tobytes().hex(),
     }
 
 
@@ -114,7 +116,10 @@ def derive_template(spec: DatasetSpec, key: str) -> Template:
     try:
         group = _manifest_group(src, key, list(spec.cube.drop))
     except Exception as e:
-        raise TemplateError(f"{key}: cannot read the template file with VirtualiZarr: {e}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TemplateError(
+            f"{key}: cannot read the template file with VirtualiZarr: {first}"
+        ) from e
     variables: dict[str, VarSchema] = {}
     with open_h5(src, key) as f:
         for name, arr in group.arrays.items():
@@ -149,6 +154,11 @@ def derive_template(spec: DatasetSpec, key: str) -> Template:
     blocks: dict[str, int] = {}
     absent = [d for d in concat if not any(d in v.dims for v in variables.values())]
     for d in spec.cube.dims:
+        if d.values == "path" and d.name not in absent:
+            raise TemplateError(
+                f"{key}: the files have a {d.name!r} dimension: take its values from the files "
+                f"(remove `values: path`), or drop the variables that carry it"
+            )
         if d.name in absent and d.values != "path":
             raise TemplateError(
                 f"{key}: no variable has the concat dim {d.name!r}: set `values: path` on it "
@@ -174,7 +184,9 @@ def derive_template(spec: DatasetSpec, key: str) -> Template:
                 f"on that dim to take its values from the path"
             )
     attrs = dict(group.metadata.attributes)
-    return Template(source_key=key, attrs=attrs, variables=variables, blocks=blocks)
+    return Template(
+        source_key=key, attrs=attrs, variables=variables, blocks=blocks, spec_digest=spec.digest()
+    )
 
 
 def save_template(spec: DatasetSpec, template: Template) -> None:

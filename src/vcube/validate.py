@@ -19,10 +19,12 @@ from zarr.core.sync import sync
 from vcube import catalog, storage
 from vcube.catalog import Plan, PlannedFile
 from vcube.cube import array_shape, chunk_offset, history, open_repo
+from vcube.scan import read_result, result_key
 from vcube.spec import DatasetSpec
 from vcube.template import Template
 
 FULL_CHUNK_CHECK_LIMIT = 2_000_000  # list every chunk key when the cube has at most this many
+SAMPLED_SHARDS = 20  # shards whose chunks are checked one by one in a big cube
 RAW: dict[str, Any] = {"decode_times": False, "decode_timedelta": False, "mask_and_scale": False}
 
 
@@ -96,11 +98,26 @@ def compare_file(
         if not np.array_equal(a, b, equal_nan=a.dtype.kind in "fcmM"):
             bad = int(np.count_nonzero(~((a == b) | (_isnan(a) & _isnan(b)))))
             problems.append(f"{key}: {name} differs in {bad} of {a.size} values")
-        if dict(got.attrs) != dict(var.attrs):
+        if not _attrs_equal(dict(got.attrs), dict(var.attrs)):
             problems.append(
                 f"{key}: {name} attributes differ: {dict(got.attrs)} vs {dict(var.attrs)}"
             )
     return problems
+
+
+def _attrs_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Attribute dicts equal, with NaN equal to NaN (a common _FillValue)."""
+    if a.keys() != b.keys():
+        return False
+    for k, x in a.items():
+        y = b[k]
+        xa, ya = np.asarray(x), np.asarray(y)
+        if xa.dtype.kind in "fc" and ya.dtype.kind in "fc" and xa.shape == ya.shape:
+            if not np.array_equal(xa, ya, equal_nan=True):
+                return False
+        elif not np.array_equal(xa, ya):
+            return False
+    return True
 
 
 def _isnan(a: np.ndarray) -> np.ndarray:
@@ -117,38 +134,49 @@ def planned_files(
     out = []
     for g in groups or list(plan.groups):
         for sid in plan.groups[g]:
-            out.extend(catalog.load_shard_files(spec, sid))
+            out.extend(catalog.load_shard_files(spec, sid, plan))
+    return out
+
+
+def expected_chunks(spec: DatasetSpec, template: Template, shard: str) -> dict[str, str]:
+    """Chunk key -> source file, for every chunk the shard's scan found stored in its files."""
+    res = read_result(storage.read_bytes(catalog.work_location(spec), result_key(shard)))
+    out: dict[str, str] = {}
+    for i, f in enumerate(res.meta["files"]):
+        pos = dict(zip(spec.cube.dim_names, f["pos"], strict=True))
+        for v in template.virtual_varying():
+            lengths = res.lengths[v.name][i]
+            off = chunk_offset(v, pos, template)
+            grid = dict(zip(v.file_dims, lengths.shape, strict=True))
+            sub_grid = [grid.get(d, 1) for d in v.dims]
+            for flat, sub in enumerate(np.ndindex(*sub_grid)):
+                if lengths.reshape(-1)[flat]:
+                    idx = "/".join(str(o + s) for o, s in zip(off, sub, strict=True))
+                    out[f"{v.name}/c/{idx}"] = f["key"]
     return out
 
 
 def missing_chunks(
-    spec: DatasetSpec, plan: Plan, template: Template, files: list[PlannedFile], store: Any
+    spec: DatasetSpec, template: Template, shards: list[str], store: Any, *, listing: bool
 ) -> list[str]:
-    """Chunk keys the planned files should have put into the cube and did not."""
-    dim_names = spec.cube.dim_names
-    problems = []
-    virt = template.virtual_varying()
-    listed: dict[str, set[str]] = {}
-    for v in virt:
-        listed[v.name] = set()
+    """Chunks the scans found that the cube lacks. Listing every key suits small cubes; a
+    sample of a big cube is checked key by key."""
+    present: set[str] | None = None
+    if listing:
+        present = set()
 
-        async def collect(name: str = v.name) -> None:
+        async def collect(name: str) -> None:
             async for k in store.list_prefix(name):
-                if k.startswith(f"{name}/c/"):
-                    listed[name].add(k)
+                present.add(k)  # type: ignore[union-attr]
 
-        sync(collect())
-    for pf in files:
-        pos = dict(zip(dim_names, pf.pos, strict=True))
-        for v in virt:
-            off = chunk_offset(v, pos, template)
-            grid = [(-(-s // c)) for s, c in zip(v.file_shape, v.file_chunks, strict=True)]
-            by_dim = dict(zip(v.file_dims, grid, strict=True))
-            per_dim = [range(o, o + by_dim.get(d, 1)) for o, d in zip(off, v.dims, strict=True)]
-            for idx in np.ndindex(*[len(r) for r in per_dim]):
-                ck = f"{v.name}/c/" + "/".join(str(per_dim[j][i]) for j, i in enumerate(idx))
-                if ck not in listed[v.name]:
-                    problems.append(f"{pf.key}: chunk {ck} is missing from the cube")
+        for v in template.virtual_varying():
+            sync(collect(v.name))
+    problems = []
+    for sid in shards:
+        for key, source in expected_chunks(spec, template, sid).items():
+            found = key in present if present is not None else sync(store.exists(key))
+            if not found:
+                problems.append(f"{source}: chunk {key} is missing from the cube")
     return problems
 
 
@@ -178,20 +206,16 @@ def validate_cube(
         if v.name not in cube.variables:
             problems.append(f"variable {v.name} is missing from the cube")
             continue
-        want = tuple(array_shape(v, plan, template)) if v.name in cube.variables else ()
+        want = tuple(array_shape(v, plan, template))
         if cube.variables[v.name].shape != want:
             problems.append(f"{v.name} has shape {cube.variables[v.name].shape}, planned {want}")
-    files = planned_files(spec, plan, [g for g in selected if g in hist.groups])
-    n_refs = len(files) * max(len(template.virtual_varying()), 1)
-    if n_refs <= FULL_CHUNK_CHECK_LIMIT:
-        checked = files
-    else:
-        checked = random.Random(seed).sample(files, min(len(files), 1000))
-    problems += missing_chunks(spec, plan, template, checked, session.store)[:50]
-    if plan.missing:
-        problems_missing = [f"planned file missing from the source: {m}" for m in plan.missing]
-    else:
-        problems_missing = []
+    shards = [s for g in selected if g in hist.groups for s in plan.groups[g]]
+    n_files = sum(plan.shards[s]["files"] for s in shards)
+    small = n_files * max(len(template.virtual_varying()), 1) <= FULL_CHUNK_CHECK_LIMIT
+    if not small:  # a big cube: a deterministic sample of shards, checked key by key
+        shards = sorted(random.Random(seed).sample(shards, min(len(shards), SAMPLED_SHARDS)))
+    problems += missing_chunks(spec, template, shards, session.store, listing=small)[:50]
+    files = [pf for sid in shards for pf in catalog.load_shard_files(spec, sid, plan)]
     sampled = _pick(files, samples, seed)
     for pf in sampled:
         with open_source_file(spec, pf.key, **RAW) as ref:
@@ -208,10 +232,10 @@ def validate_cube(
         "ok": not problems,
         "groups": len(selected),
         "committed": len(selected) - len(pending),
-        "files_checked_for_chunks": len(checked),
+        "shards_checked_for_chunks": len(shards),
+        "files_checked_for_chunks": len(files),
         "files_compared": len(sampled),
-        "missing_files": len(problems_missing),
-        "problems": problems[:50],
+        "missing_files": len(plan.missing),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     if problems:
