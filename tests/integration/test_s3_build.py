@@ -279,7 +279,11 @@ def test_racing_commits_on_one_branch(s3_server: S3Server, s3_archive: str, tmp_
         repo = cube.open_repo(spec)
         groups = [s.metadata.get("group") for s in repo.ancestry(branch="main")]
         assert sorted(g for g in groups if g) == ["000", "001"]
-        assert validate.validate_cube(spec, catalog.load_plan(spec), template.load_template(spec))
+        res = validate.validate_cube(
+            spec, catalog.load_plan(spec), template.load_template(spec), samples=2
+        )
+        assert res["ok"], res["problems"]
+        assert res["files_checked_for_chunks"] == 12
 
 
 def _dataset_equal(a: DatasetSpec, b: DatasetSpec) -> None:
@@ -312,7 +316,7 @@ def test_faults_and_latency_give_the_identical_cube(
         lifetime=600,
     ) as proxy:
         _, spec = s3_spec(tmp_path / "spec.yaml", proxy.endpoint, s3_archive, cubes)
-        summary = run_local(spec, workers=2, progress=False)
+        summary = run_local(spec, workers=2, progress=False, samples=1)
         faults = proxy.stats.faults
         proxy.fault_rate = 0.0  # compare without faults (the repo's container uses this proxy)
         assert summary["files"] == 12
