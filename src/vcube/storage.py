@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import obstore
+from obstore.exceptions import NotFoundError
 from obstore.store import LocalStore, S3Store
 
 from vcube.spec import StorageOptions
@@ -155,7 +156,7 @@ def read_bytes(loc: Location, key: str) -> bytes:
     except FileNotFoundError:
         raise
     except Exception as e:
-        if type(e).__name__ == "NotFoundError" or "not found" in str(e).lower():
+        if isinstance(e, NotFoundError):
             raise FileNotFoundError(f"{loc.url_of(key)} does not exist") from None
         raise _wrap(loc, f"cannot read {key} from", e) from None
 
@@ -169,22 +170,21 @@ def write_bytes(loc: Location, key: str, data: bytes) -> None:
 
 
 def delete(loc: Location, key: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(FileNotFoundError, NotFoundError):
         try:
             obstore.delete(loc.store, key)
+        except (FileNotFoundError, NotFoundError):
+            raise
         except Exception as e:
-            if "not found" not in str(e).lower():
-                raise _wrap(loc, f"cannot delete {key} from", e) from None
+            raise _wrap(loc, f"cannot delete {key} from", e) from None
 
 
 def exists(loc: Location, key: str) -> bool:
     try:
         obstore.head(loc.store, key)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotFoundError):
         return False
     except Exception as e:
-        if type(e).__name__ == "NotFoundError" or "not found" in str(e).lower():
-            return False
         raise _wrap(loc, f"cannot check {key} in", e) from None
     return True
 
