@@ -106,6 +106,7 @@ class RemoteFile(io.RawIOBase):
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._cached_bytes = 0
         self._touched: set[int] = set()
+        self._reads: list[tuple[int, int]] = []
         self._lock = threading.Lock()
         self._pos = 0
         self.requests = 0
@@ -227,6 +228,7 @@ class RemoteFile(io.RawIOBase):
         if end <= start:
             return b""
         bs = self.block_size
+        self._reads.append((start, end))
         first = start // bs
         if first == (end - 1) // bs:
             # The common case (small metadata reads): one block, maybe already cached.
@@ -311,14 +313,26 @@ class RemoteFile(io.RawIOBase):
     def readall(self) -> bytes:
         return self.read(-1)
 
-    def touched_ranges(self) -> list[tuple[int, int]]:
-        """Byte ranges [(start, end)) of the blocks the reader actually read.
+    def touched_ranges(self, pad: int = 0) -> list[tuple[int, int]]:
+        """Byte ranges [(start, end)) the reader actually read: a hint for the next file.
 
         Files of one archive share their structure, so what one file's metadata walk touched is
-        a good guess of what the next file's walk will touch: pass it as `hint`.
+        a good guess of what the next file's walk will touch. With `pad` 0 the hint is the
+        touched blocks; with `pad` > 0 it is every read widened by `pad` bytes on both sides,
+        which absorbs offsets drifting from file to file with the compressed data sizes
+        (a few KB to tens of KB in the atlas-like sample) even across block boundaries.
         """
-        bs = self.block_size
-        return [(a * bs, min((z + 1) * bs, self.size)) for a, z in _merge_runs(self._touched)]
+        if pad <= 0:
+            bs = self.block_size
+            return [(a * bs, min((z + 1) * bs, self.size)) for a, z in _merge_runs(self._touched)]
+        out: list[tuple[int, int]] = []
+        for a, z in sorted(self._reads):
+            lo, hi = max(a - pad, 0), min(z + pad, self.size)
+            if out and lo <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], hi))
+            else:
+                out.append((lo, hi))
+        return out
 
     def stats(self) -> dict[str, int]:
         """The counters as a dict (for logs, benchmarks and test messages)."""
@@ -548,8 +562,10 @@ class Prefetcher:
         initial_bytes: int = DEFAULT_INITIAL_BYTES,
         max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
         learn: bool = True,
+        hint_pad: int = 0,
     ) -> None:
         self.where = where
+        self.hint_pad = hint_pad
         self.items = list(items)
         self.depth = max(depth, 1)
         self.block_size = block_size
@@ -589,7 +605,7 @@ class Prefetcher:
                     # The last walk only: a union over a shard would keep growing where
                     # offsets drift with the compressed data sizes. Files already in flight
                     # use an older hint; their misses are fetched on demand.
-                    self.hint = rf.touched_ranges()
+                    self.hint = rf.touched_ranges(self.hint_pad)
         finally:
             for fut in pending:
                 fut.cancel()

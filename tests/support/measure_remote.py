@@ -67,13 +67,18 @@ def _cold(store: object, keys: list[str], proxy: FaultProxy, bs: int) -> dict[st
 
 
 def _prefetched(
-    store: object, keys: list[str], proxy: FaultProxy, bs: int, depth: int
+    store: object, keys: list[str], proxy: FaultProxy, bs: int, depth: int, pad: int = 0
 ) -> dict[str, float]:
     proxy.reset_stats()
     misses = []
     t0 = time.perf_counter()
     for rf in Prefetcher(
-        store, [(k, None) for k in keys], depth=depth, block_size=bs, initial_bytes=bs
+        store,
+        [(k, None) for k in keys],
+        depth=depth,
+        block_size=bs,
+        initial_bytes=bs,
+        hint_pad=pad,
     ):
         opened = rf.requests
         with h5py.File(rf, "r") as f:
@@ -94,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency", type=float, default=0.02)
     ap.add_argument("--blocks", default="16,64,256,1024", help="block sizes in KiB")
     ap.add_argument("--depth", type=int, default=8)
+    ap.add_argument("--pads", default="0", help="Prefetcher hint_pad values in KiB")
+    ap.add_argument("--no-cold", action="store_true", help="skip the one-file-at-a-time rows")
     args = ap.parse_args(argv)
     files = sorted(args.dir.rglob("*.nc"))
     if not files:
@@ -126,17 +133,20 @@ def main(argv: list[str] | None = None) -> None:
             print("|---|---|---|---|---|---|---|")
             for kib in (int(x) for x in args.blocks.split(",")):
                 bs = kib * 1024
-                c0, c1 = _cold(s0, keys, p0, bs), _cold(s1, keys, p1, bs)
-                print(
-                    f"| {kib} KiB | one file | {c1['req']:.1f} | {c1['mb']:.2f} | "
-                    f"{c1['seq']:.1f} | {c0['ms']:.0f} | {c1['ms']:.0f} |"
-                )
-                f0 = _prefetched(s0, keys, p0, bs, args.depth)
-                f1 = _prefetched(s1, keys, p1, bs, args.depth)
-                print(
-                    f"| {kib} KiB | Prefetcher depth {args.depth} | {f1['req']:.1f} | "
-                    f"{f1['mb']:.2f} | {f1['seq']:.1f} | {f0['ms']:.0f} | {f1['ms']:.0f} |"
-                )
+                if not args.no_cold:
+                    c0, c1 = _cold(s0, keys, p0, bs), _cold(s1, keys, p1, bs)
+                    print(
+                        f"| {kib} KiB | one file | {c1['req']:.1f} | {c1['mb']:.2f} | "
+                        f"{c1['seq']:.1f} | {c0['ms']:.0f} | {c1['ms']:.0f} |"
+                    )
+                for pad in (int(x) for x in args.pads.split(",")):
+                    f0 = _prefetched(s0, keys, p0, bs, args.depth, pad * 1024)
+                    f1 = _prefetched(s1, keys, p1, bs, args.depth, pad * 1024)
+                    print(
+                        f"| {kib} KiB | Prefetcher depth {args.depth}, pad {pad} KiB | "
+                        f"{f1['req']:.1f} | {f1['mb']:.2f} | {f1['seq']:.1f} | "
+                        f"{f0['ms']:.0f} | {f1['ms']:.0f} |"
+                    )
 
 
 if __name__ == "__main__":

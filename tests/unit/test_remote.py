@@ -286,3 +286,18 @@ def test_location_gives_urls_in_errors(tmp_path: Path) -> None:
     assert rf.read(4) == b"\x89HDF"
     with pytest.raises(RemoteReadError, match=r"file://.*/src/missing\.nc"):
         open_remote(loc, "missing.nc")
+
+
+def test_touched_ranges_exact_reads_widened_by_pad(
+    files: tuple[MemoryStore, dict[str, bytes]],
+) -> None:
+    store, blobs = files
+    rf = RemoteFile(store, "a/0.nc", block_size=4 * KiB, initial_bytes=0)
+    for start, n in [(100, 100), (5000, 100), (5150, 10)]:
+        rf.seek(start)
+        rf.read(n)
+    assert rf.touched_ranges() == [(0, 8 * KiB)]  # blocks 0 and 1, merged
+    assert rf.touched_ranges(pad=1000) == [(0, 1200), (4000, 6160)]
+    rf.seek(len(blobs["a/0.nc"]) - 10)
+    rf.read(10)
+    assert rf.touched_ranges(pad=1000)[-1] == (len(blobs["a/0.nc"]) - 1010, len(blobs["a/0.nc"]))
