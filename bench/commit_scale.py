@@ -150,12 +150,13 @@ def build(
 def commit_all(spec: Any, plan: catalog.Plan, tmpl: template.Template) -> dict[str, Any]:
     groups = list(plan.groups)
     in_process, last = groups[:-1], groups[-1]
-    seconds, refs = [], 0
+    seconds, cpu, refs = [], [], 0
     t_all = time.perf_counter()
     for i, g in enumerate(in_process):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         out = cube.commit_group(spec, plan, tmpl, g)
         seconds.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)  # all threads (Icechunk's Rust threads too)
         refs += out["refs"]
         if i % 50 == 0:
             common.log(f"commit {g}: {seconds[-1]:.2f} s ({out['refs']} refs)")
@@ -179,6 +180,9 @@ def commit_all(spec: Any, plan: catalog.Plan, tmpl: template.Template) -> dict[s
         "files_per_group": plan.group_files(groups[0]),
         "refs_in_process": refs,
         "commit_s": seconds,
+        "commit_cpu_s": cpu,
+        "first20_cpu_median_s": common.median(cpu[:20]),
+        "last20_cpu_median_s": common.median(cpu[-20:]),
         "first20_median_s": common.median(first20),
         "last20_median_s": common.median(last20),
         "last_over_first": common.median(last20) / common.median(first20),

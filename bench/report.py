@@ -138,7 +138,16 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
     cs = res.get("commit_scale")
     if cs:
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(range(1, len(cs["commit_s"]) + 1), cs["commit_s"], ".", ms=3)
+        ax.plot(range(1, len(cs["commit_s"]) + 1), cs["commit_s"], ".", ms=3, label="wall")
+        if cs.get("commit_cpu_s"):
+            ax.plot(
+                range(1, len(cs["commit_cpu_s"]) + 1),
+                cs["commit_cpu_s"],
+                ".",
+                ms=3,
+                label="CPU (all threads)",
+            )
+            ax.legend()
         ax.set_xlabel("commit number (one group each)")
         ax.set_ylabel("seconds")
         ax.set_ylim(bottom=0)
@@ -348,6 +357,9 @@ def _section3(cs: dict[str, Any] | None) -> list[str]:
         f"| median of the first 20 commits | {cs['first20_median_s']:.2f} s |",
         f"| median of the last 20 commits | {cs['last20_median_s']:.2f} s |",
         f"| last / first | {cs['last_over_first']:.2f} |",
+        f"| CPU (all threads) median of the first / last 20 commits | "
+        f"{cs.get('first20_cpu_median_s', float('nan')):.2f} s / "
+        f"{cs.get('last20_cpu_median_s', float('nan')):.2f} s |",
         f"| total commit time | {cs['total_commit_s'] / 60:.1f} min |",
         f"| one `vcube commit` in a child process (start-up included) | "
         f"{cs['cli_commit_s']:.1f} s |",
