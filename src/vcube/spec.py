@@ -168,8 +168,16 @@ class DatasetSpec(_Model):
         return self
 
     def digest(self) -> str:
-        """A stable hash of everything that shapes the cube (the name and target excluded)."""
-        payload = {"source": self.source.model_dump(), "cube": self.cube.model_dump()}
+        """A stable hash of everything that shapes the cube.
+
+        How the stores are reached (endpoint, region, ...) and the target are left out: pointing
+        at the same archive through another endpoint must not rebuild the cube.
+        """
+        payload = {
+            "root": self.source.root,
+            "pattern": self.source.pattern,
+            "cube": self.cube.model_dump(),
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
