@@ -550,6 +550,10 @@ class Prefetcher:
     in a background event loop while the caller parses the earlier files. Files of one archive
     share their layout, so after the first file most reads are cache hits and a file costs about
     one round trip of parallel requests instead of one round trip per metadata read.
+
+    hint_pad: widen the previous walk's reads by this many bytes (see `touched_ranges`);
+      0 uses the touched blocks as they are.
+    cold_block_size: block size for files opened before any hint exists (0: `block_size`).
     """
 
     def __init__(
@@ -563,9 +567,11 @@ class Prefetcher:
         max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
         learn: bool = True,
         hint_pad: int = 0,
+        cold_block_size: int = 0,
     ) -> None:
         self.where = where
         self.hint_pad = hint_pad
+        self.cold_block_size = cold_block_size
         self.items = list(items)
         self.depth = max(depth, 1)
         self.block_size = block_size
@@ -575,10 +581,12 @@ class Prefetcher:
         self.hint: list[tuple[int, int]] = []
 
     def _open(self, key: str, version: ObjectVersion | None) -> Any:
+        # Without a hint the walk goes read by read: bigger blocks mean fewer round trips.
+        cold = not self.hint and self.cold_block_size
         return open_remote_async(
             self.where,
             key,
-            block_size=self.block_size,
+            block_size=self.cold_block_size if cold else self.block_size,
             initial_bytes=self.initial_bytes,
             max_cache_bytes=self.max_cache_bytes,
             version=version,

@@ -176,7 +176,19 @@ def scan_shard(
     if not src.is_local:
         from vcube.remote import Prefetcher
 
-        readers = iter(Prefetcher(src, [(pf.key, None) for pf in files]))
+        # 16 KiB blocks, hints widened by 24 KiB: on full-grid atlas-like files one round trip
+        # and ~3 MB per file after the first (tests/support/measure_remote.py).
+        readers = iter(
+            Prefetcher(
+                src,
+                [(pf.key, None) for pf in files],
+                depth=8,
+                block_size=16 * 1024,
+                initial_bytes=64 * 1024,
+                hint_pad=24 * 1024,
+                cold_block_size=64 * 1024,
+            )
+        )
     try:
         for i, pf in enumerate(files):
             _scan_one(i, pf, src, readers, template, path_dims, offsets, lengths, values)
