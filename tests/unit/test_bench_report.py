@@ -105,11 +105,15 @@ def test_report_writes_table_estimate_and_plots(tmp_path: Path) -> None:
     # model: min(2 cores / 40 ms, 2 x 8 in flight / (1 round trip x 20 ms)) = 50 files/s
     assert "| 2 | >= 50 files/s per 2-core worker at 20 ms | model 50.0 files/s" in text
     assert "| 2 | <= 4 MB read per file | 1.50 MB" in text
-    assert "scaled linearly from 72 files per group" in text
+    # fit of [0.1, 0.2, 0.15]: a = 0.125 s, b = 25 ms; x10 for 720 files per group:
+    # 10 * (690 * 0.125 + 0.025 * 690^2 / 2) s = 1006 min; in commits of 10 groups: 114 min
+    assert "t(n) = 0.125 s + 25.00 ms x n" in text
+    assert "| 1 | 690 | 1006 |" in text
+    assert "| 10 | 69 | 114 |" in text
     assert "1.10 (`chunks=None`), 1.30 (dask, the default); zarr 1.00" in text
     assert "| met (no dask), **not met** (dask) |" in text
     # 2 cores / 40 ms = 50 files/s ceiling; 496,800 files on 100 pods at 50 files/s = 99.4 s
-    assert "| 100 | model | 50.0 | 1.7 |" in text
+    assert "| 100 | model | 50.00 | 1.7 |" in text
     for png in ("scan_local.png", "scan_s3.png", "commit_scale.png"):
         assert (tmp_path / png).stat().st_size > 1000
         assert f"![{png}]({png})" in text
