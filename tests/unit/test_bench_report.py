@@ -111,7 +111,7 @@ def test_report_writes_table_estimate_and_plots(tmp_path: Path) -> None:
     assert "| 1 | 690 | 1006 |" in text
     assert "| 10 | 69 | 114 |" in text
     assert "1.10 (`chunks=None`), 1.30 (dask, the default); zarr 1.00" in text
-    assert "| met (no dask), **not met** (dask) |" in text
+    assert "| met (zarr), met (xarray, no dask), **not met** (dask) |" in text
     # 2 cores / 40 ms = 50 files/s ceiling; 496,800 files on 100 pods at 50 files/s = 99.4 s
     assert "| 100 | model | 50.00 | 1.7 |" in text
     for png in ("scan_local.png", "scan_s3.png", "commit_scale.png"):
