@@ -421,7 +421,7 @@ def commit_group(
                 f"chunks {failed[:5]}"
             )
     if done is not None:  # a rewrite: nothing of the old version may survive
-        _delete_stale_refs(spec, plan, template, store, group, specs)
+        _delete_stale_refs(spec, plan, template, store, results, specs)
     _write_inline(spec, plan, template, store, results, group, rewrite=done is not None)
     snap = session.commit(
         f"commit group {group}: {n_files} files",
@@ -486,13 +486,12 @@ def _delete_stale_refs(
     plan: Plan,
     template: Template,
     store: Any,
-    group: str,
+    results: list[ShardResult],
     written: dict[str, list[icechunk.VirtualChunkSpec]],
 ) -> None:
     """Delete the group's chunk refs that this commit does not set again (files gone since)."""
     commit_dim = spec.cube.commit_by
-    sid = plan.groups[group][0]
-    pos_commit = catalog.load_shard_files(spec, sid)[0].pos[spec.cube.dim_names.index(commit_dim)]
+    pos_commit = results[0].meta["files"][0]["pos"][spec.cube.dim_names.index(commit_dim)]
     for v in template.virtual_varying():
         keep = {tuple(s.index) for s in written[v.name]}
         file_chunk = dict(zip(v.file_dims, v.file_chunks, strict=True))

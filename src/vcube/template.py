@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 import h5py
@@ -58,8 +59,9 @@ class Template:
         raw["variables"] = {k: VarSchema(**v) for k, v in raw["variables"].items()}
         return cls(**raw)
 
-    @property
+    @cached_property
     def digest(self) -> str:
+        """Hash of the whole schema (computed once: commits ask for it per shard)."""
         return hashlib.sha256(self.to_json()).hexdigest()[:16]
 
     def virtual_varying(self) -> list[VarSchema]:
