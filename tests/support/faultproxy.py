@@ -199,6 +199,14 @@ class _HoldLast:
             self._pending = b""
 
 
+def _cut(conn: socket.socket) -> None:
+    """Reset a raw accepted socket (its transport, if any, sees the connection die)."""
+    with contextlib.suppress(OSError):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        conn.shutdown(socket.SHUT_RDWR)
+
+
 def _abort(writer: asyncio.StreamWriter) -> None:
     """Close with a TCP RST (SO_LINGER 0), which clients see as "connection reset by peer"."""
     sock = writer.get_extra_info("socket")
@@ -249,7 +257,10 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: asyncio.base_events.Server | None = None
+        self._lsock: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
+        self._conns: set[socket.socket] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._killed = False
 
@@ -328,34 +339,75 @@ class FaultProxy:
 
     # -- inside the loop ---------------------------------------------------------------------
 
-    async def _listen(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle, "127.0.0.1", self.port, limit=_HEAD_LIMIT, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._killed = False
+    # Our own accept loop rather than asyncio.start_server: Server.close() can strand a
+    # connection accepted just before it (CPython 3.12: the transport is never attached, the
+    # socket never read or closed), and a client waiting on it without a read timeout hangs.
+    # Here every accepted socket is tracked from accept() on, so kill() cuts them all.
 
-    async def _kill(self) -> None:
-        self._killed = True
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+    async def _listen(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(128)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        self._lsock = sock
+        self._killed = False
+        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop(sock))
+
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except (OSError, asyncio.CancelledError):
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._conns.add(conn)
+            if self._killed:
+                _cut(conn)
+                continue
+            task = loop.create_task(self._serve(conn))
+            self._tasks.add(task)  # a reference, so the task is not collected mid-flight
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn, limit=_HEAD_LIMIT)
+        except OSError:
+            self._conns.discard(conn)
+            conn.close()
+            return
+        try:
+            await self._handle(reader, writer)
+        finally:
+            self._conns.discard(conn)
+
+    def _close_all(self) -> None:
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            self._accept_task = None
+        if self._lsock is not None:
+            self._lsock.close()
+            self._lsock = None
         for w in list(self._writers):
             _abort(w)
         self._writers.clear()
+        for c in list(self._conns):
+            _cut(c)
+
+    async def _kill(self) -> None:
+        self._killed = True
+        self._close_all()
 
     async def _revive(self) -> None:
-        if self._server is None:
+        if self._lsock is None:
             await self._listen()
 
     def _shutdown(self) -> None:
         assert self._loop is not None
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for w in list(self._writers):
-            _abort(w)
-        self._writers.clear()
+        self._killed = True
+        self._close_all()
         self._loop.stop()
 
     def _decide(self, method: str, target: str, rng: str) -> str | None:
@@ -378,6 +430,9 @@ class FaultProxy:
             self.stats.records.append(rec)
 
     async def _handle(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
+        if self._killed:  # accepted just before kill(): the server is gone for this one too
+            _abort(cwriter)
+            return
         self._writers.add(cwriter)
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
@@ -458,6 +513,9 @@ class FaultProxy:
             await cwriter.drain()
             return upstream
 
+        if self._killed:
+            _abort(cwriter)
+            return None
         request = _render(first, headers) + bytes(body)
         for attempt in range(2):
             reused = upstream is not None and not upstream[1].transport.is_closing()
