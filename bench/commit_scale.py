@@ -11,6 +11,8 @@ peak RSS of one commit.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -40,6 +42,14 @@ def synthetic_listing(
         for inj in INJECTIONS
         for i in range(months)
     ]
+
+
+def write_shard_lists(spec: Any, shard_files: dict[str, list[catalog.PlannedFile]]) -> None:
+    """The per-shard file lists `vcube plan` writes (a re-commit reads them)."""
+    work = catalog.work_location(spec)
+    for sid, files in shard_files.items():
+        payload = json.dumps([dataclasses.asdict(p) for p in files], sort_keys=True).encode()
+        storage.write_bytes(work, catalog.shard_key(sid), payload)
 
 
 def _inline_value(v: template.VarSchema, pos: dict[str, int]) -> np.ndarray:
@@ -126,6 +136,7 @@ def build(
     )
     plan, shard_files = catalog.build_plan(spec, listing)
     work = catalog.work_location(spec)
+    write_shard_lists(spec, shard_files)
     storage.write_bytes(work, catalog.PLAN_KEY, plan.to_json())
     plan_s = time.perf_counter() - t0
     template.save_template(spec, tmpl)
