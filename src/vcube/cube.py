@@ -32,6 +32,7 @@ from vcube.template import Template, VarSchema
 warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
 
 META_KIND = "vcube"
+COMMIT_TRIES = 50
 
 
 class CommitError(RuntimeError):
@@ -53,6 +54,18 @@ def repo_config(spec: DatasetSpec) -> icechunk.RepositoryConfig:
         }
     )
     cfg.manifest = icechunk.ManifestConfig(splitting=split)
+    # A silent connection must fail the task, not hang it (Icechunk sets no read timeout).
+    cfg.storage = icechunk.StorageSettings(
+        timeouts=icechunk.StorageTimeoutSettings(
+            connect_timeout_ms=5_000,
+            read_timeout_ms=30_000,
+            operation_attempt_timeout_ms=60_000,
+            operation_timeout_ms=300_000,
+        ),
+        retries=icechunk.StorageRetriesSettings(
+            max_tries=8, initial_backoff_ms=100, max_backoff_ms=8_000
+        ),
+    )
     return cfg
 
 
@@ -423,22 +436,39 @@ def commit_group(
     if done is not None:  # a rewrite: nothing of the old version may survive
         _delete_stale_refs(spec, plan, template, store, results, specs)
     _write_inline(spec, plan, template, store, results, group, rewrite=done is not None)
-    snap = session.commit(
-        f"commit group {group}: {n_files} files",
-        metadata={
-            META_KIND: "group",
-            "group": group,
-            "files": n_files,
-            "inputs": digest,
-            "plan": plan.digest,
-            "refs": refs,
-        },
-        rebase_with=icechunk.BasicConflictSolver(
-            on_chunk_conflict=icechunk.VersionSelection.UseOurs
-        ),
-        rebase_tries=50,
-        allow_empty=True,
-    )
+    metadata = {
+        META_KIND: "group",
+        "group": group,
+        "files": n_files,
+        "inputs": digest,
+        "plan": plan.digest,
+        "refs": refs,
+    }
+    # Another writer committed first: rebase (the only chunks two groups share are inline
+    # coordinates written with equal values, so ours is as good as theirs), then look again:
+    # if that writer committed this very group, ours is a duplicate and is dropped.
+    solver = icechunk.BasicConflictSolver(on_chunk_conflict=icechunk.VersionSelection.UseOurs)
+    for _ in range(COMMIT_TRIES):
+        try:
+            snap = session.commit(
+                f"commit group {group}: {n_files} files", metadata=metadata, allow_empty=True
+            )
+            break
+        except icechunk.ConflictError:
+            session.rebase(solver)
+            now = history(repo, spec.target.branch).groups.get(group)
+            if now is not None and now.metadata.get("inputs") == digest:
+                return {
+                    "step": "commit",
+                    "group": group,
+                    "changed": False,
+                    "snapshot": now.id,
+                    "files": n_files,
+                    "refs": 0,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
+    else:
+        raise CommitError(f"group {group}: still conflicting after {COMMIT_TRIES} rebases")
     return {
         "step": "commit",
         "group": group,

@@ -61,6 +61,15 @@ def open_h5(loc: storage.Location, key: str) -> Iterator[h5py.File]:
         yield f
 
 
+def _check_unchanged(pf: catalog.PlannedFile, etag: str | None) -> None:
+    """A file replaced between plan and scan would get refs with the old checksum: say so now."""
+    if etag is not None and pf.version.startswith('"') and etag != pf.version:
+        raise ScanError(
+            f"{pf.key}: the file changed since the plan (ETag {etag}, planned {pf.version}): "
+            "run `vcube plan` again"
+        )
+
+
 @contextlib.contextmanager
 def _open_reader(reader: Any, key: str) -> Iterator[h5py.File]:
     """h5py on an open `vcube.remote.RemoteFile` (closed on exit)."""
@@ -229,7 +238,12 @@ def _scan_one(
 ) -> None:
     """Scan file `i` of a shard into the shard's arrays."""
     try:
-        opened = open_h5(src, pf.key) if readers is None else _open_reader(next(readers), pf.key)
+        if readers is None:
+            opened = open_h5(src, pf.key)
+        else:
+            reader = next(readers)
+            _check_unchanged(pf, reader.etag)
+            opened = _open_reader(reader, pf.key)
         with opened as f:
             fs = scan_file(f, pf.key, template, path_dims)
     except ScanError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import urllib.parse
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -132,20 +133,45 @@ def _wrap(loc: Location, what: str, e: Exception) -> StorageError:
 
 
 def list_objects(loc: Location, prefix: str = "") -> Iterator[ObjectInfo]:
-    """List every object under the location (recursively), paginated, in the store's order."""
-    if loc.is_local and not loc.local_path.exists():
-        raise StorageError(f"cannot list {loc.url}: directory does not exist")
+    """List every object under the location (recursively), in pages of 1000 keys.
+
+    On S3 the first level of "directories" is listed concurrently, one paginated listing per
+    prefix (the atlas: 690 polygon prefixes of 720 keys instead of 497 pages one after another).
+    """
+    if loc.is_local:
+        if not loc.local_path.exists():
+            raise StorageError(f"cannot list {loc.url}: directory does not exist")
+        yield from _list_flat(loc, prefix)
+        return
+    try:
+        top = obstore.list_with_delimiter(loc.store, prefix or None)
+    except Exception as e:
+        raise _wrap(loc, "cannot list", e) from None
+    for meta in top["objects"]:
+        yield _info(meta)
+    subdirs = [str(p) for p in top["common_prefixes"]]
+    with ThreadPoolExecutor(max_workers=LIST_CONCURRENCY) as pool:
+        for objects in pool.map(lambda p: list(_list_flat(loc, p)), subdirs):
+            yield from objects
+
+
+LIST_CONCURRENCY = 16
+
+
+def _info(meta: Any) -> ObjectInfo:
+    return ObjectInfo(
+        key=str(meta["path"]),
+        size=int(meta["size"]),
+        last_modified=meta["last_modified"],
+        etag=meta.get("e_tag"),
+    )
+
+
+def _list_flat(loc: Location, prefix: str) -> Iterator[ObjectInfo]:
     try:
         for page in obstore.list(loc.store, prefix=prefix or None, chunk_size=1000):
             for meta in page:
-                yield ObjectInfo(
-                    key=str(meta["path"]),
-                    size=int(meta["size"]),
-                    last_modified=meta["last_modified"],
-                    etag=meta.get("e_tag"),
-                )
-    except StorageError:
-        raise
+                yield _info(meta)
     except Exception as e:
         raise _wrap(loc, "cannot list", e) from None
 
