@@ -382,15 +382,7 @@ def commit_group(
         raise CommitError("the cube has no init commit: run `vcube init` first")
     done = hist.groups.get(group)
     if done is not None and done.metadata.get("inputs") == digest:
-        return {
-            "step": "commit",
-            "group": group,
-            "changed": False,
-            "snapshot": done.id,
-            "files": plan.group_files(group),
-            "refs": 0,
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
+        return _commit_summary(group, False, done.id, plan.group_files(group), 0, t0)
     results = load_group_results(spec, plan, template, group)
     src = catalog.source_location(spec)
     dim_names = spec.cube.dim_names
@@ -458,23 +450,21 @@ def commit_group(
             session.rebase(solver)
             now = history(repo, spec.target.branch).groups.get(group)
             if now is not None and now.metadata.get("inputs") == digest:
-                return {
-                    "step": "commit",
-                    "group": group,
-                    "changed": False,
-                    "snapshot": now.id,
-                    "files": n_files,
-                    "refs": 0,
-                    "seconds": round(time.perf_counter() - t0, 3),
-                }
+                return _commit_summary(group, False, now.id, n_files, 0, t0)
     else:
         raise CommitError(f"group {group}: still conflicting after {COMMIT_TRIES} rebases")
+    return _commit_summary(group, True, snap, n_files, refs, t0)
+
+
+def _commit_summary(
+    group: str, changed: bool, snapshot: str, files: int, refs: int, t0: float
+) -> dict[str, Any]:
     return {
         "step": "commit",
         "group": group,
-        "changed": True,
-        "snapshot": snap,
-        "files": n_files,
+        "changed": changed,
+        "snapshot": snapshot,
+        "files": files,
         "refs": refs,
         "seconds": round(time.perf_counter() - t0, 3),
     }

@@ -109,6 +109,32 @@ def compare_file(
     return problems
 
 
+def compare_files(
+    spec: DatasetSpec,
+    template: Template,
+    cube: xr.Dataset,
+    files: list[PlannedFile],
+    *,
+    include_static: bool | None = None,
+    **open_kwargs: Any,
+) -> list[str]:
+    """Each file opened with xarray (same `open_kwargs` as the cube) against its place in the
+    cube. Static variables are compared for the template file, or for all with include_static."""
+    problems = []
+    for pf in files:
+        with open_source_file(spec, pf.key, **open_kwargs) as ref:
+            problems += compare_file(
+                cube,
+                ref,
+                file_region(spec, template, pf.pos),
+                pf.key,
+                include_static=include_static or pf.key == template.source_key,
+                concat_dims=spec.cube.dim_names,
+                dropped=set(spec.cube.drop),
+            )
+    return problems
+
+
 def _attrs_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Attribute dicts equal, with NaN equal to NaN (a common _FillValue)."""
     if a.keys() != b.keys():
@@ -221,17 +247,7 @@ def validate_cube(
     problems += missing_chunks(spec, template, shards, session.store, listing=small)[:50]
     files = [pf for sid in shards for pf in catalog.load_shard_files(spec, sid, plan)]
     sampled = _pick(files, samples, seed)
-    for pf in sampled:
-        with open_source_file(spec, pf.key, **RAW) as ref:
-            problems += compare_file(
-                cube,
-                ref,
-                file_region(spec, template, pf.pos),
-                pf.key,
-                include_static=pf.key == template.source_key,
-                concat_dims=spec.cube.dim_names,
-                dropped=set(spec.cube.drop),
-            )
+    problems += compare_files(spec, template, cube, sampled, **RAW)
     summary = {
         "step": "validate",
         "ok": not problems,
