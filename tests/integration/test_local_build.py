@@ -133,47 +133,55 @@ def _identical_cubes(a: DatasetSpec, b: DatasetSpec) -> None:
         xr.testing.assert_identical(x.load(), y.load())
 
 
+def _run(spec_file: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*VCUBE, "run", str(spec_file), "--workers", "1", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,  # the kill takes the whole process group
+    )
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_rerun(
-    tmp_path: Path, sample_archive: Path, make_spec, built
+    tmp_path: Path, sample_archive: Path, make_spec
 ) -> None:
     """Kill `vcube run` with SIGKILL at random moments; the re-run ends like a clean build."""
-    spec_file, spec = make_spec(sample_archive, name="crash")
-    rng = random.Random(20261125)
     env = {**os.environ, "ICECHUNK_LOG": "error"}
-    # Delays spread over the phases of a run (imports, plan/init, scans, commits, validate).
-    delays = sorted(rng.uniform(0.5, 9.0) for _ in range(6))
-    kills = 0
-    for delay in delays:
-        proc = subprocess.Popen(
-            [*VCUBE, "run", str(spec_file), "--workers", "1", "--quiet"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-        time.sleep(delay)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.wait()
+    clean_file, clean = make_spec(sample_archive, name="clean")
+    t0 = time.perf_counter()
+    assert _run(clean_file, env).wait() == 0
+    duration = time.perf_counter() - t0  # how long a whole run takes on this machine now
+    rng = random.Random(20261125)
+    # Five points spread over a run's phases (start-up, plan/init, scans, commits, validate).
+    fractions = sorted(rng.uniform(0.05, 0.9) for _ in range(5))
+    for n, fraction in enumerate(fractions):
+        spec_file, spec = make_spec(sample_archive, name=f"crash{n}")
+        delay = fraction * duration
+        for _ in range(4):  # a run that beat the clock is not a crash: start over, sooner
+            shutil.rmtree(spec.target.repo, ignore_errors=True)
+            shutil.rmtree(spec.target.work_url, ignore_errors=True)
+            proc = _run(spec_file, env)
+            time.sleep(delay)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
+            proc.wait()
+            delay /= 2
+        else:
+            pytest.fail(f"could not kill a run within {delay:.2f} s")
         if Path(spec.target.repo).exists():
-            # After every crash the branch holds only whole commits: init and whole groups.
+            # After a crash the branch holds only whole commits: init and whole groups.
             kinds = [s.metadata.get("vcube") for s in cube.open_repo(spec).ancestry(branch="main")]
             assert set(kinds) <= {"init", "group", None}
-    assert kills >= 5
-    done = subprocess.run(
-        [*VCUBE, "run", str(spec_file), "--workers", "1", "--quiet"],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
-    _identical_cubes(spec, built)
-    metas = [s.metadata for s in cube.open_repo(spec).ancestry(branch="main")]
-    groups = [m["group"] for m in metas if m.get("vcube") == "group"]
-    assert sorted(groups) == ["000", "001"]  # exactly one commit per group
-    assert [m.get("vcube") for m in metas].count("init") == 1
+        assert _run(spec_file, env).wait() == 0, f"re-run after a kill at {delay:.2f} s"
+        _identical_cubes(spec, clean)
+        metas = [s.metadata for s in cube.open_repo(spec).ancestry(branch="main")]
+        groups = [m["group"] for m in metas if m.get("vcube") == "group"]
+        assert sorted(groups) == ["000", "001"]  # exactly one commit per group
+        assert [m.get("vcube") for m in metas].count("init") == 1
 
 
 # --- bad input ---------------------------------------------------------------------------------
