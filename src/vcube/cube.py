@@ -53,7 +53,14 @@ def repo_config(spec: DatasetSpec) -> icechunk.RepositoryConfig:
             }
         }
     )
-    cfg.manifest = icechunk.ManifestConfig(splitting=split)
+    cfg.manifest = icechunk.ManifestConfig(
+        splitting=split,
+        # No background preloading of manifests when a session starts: a commit touches one
+        # group's manifests only, and preloading others made every other commit seconds slower.
+        preload=icechunk.ManifestPreloadConfig(
+            preload_if=icechunk.ManifestPreloadCondition.false()
+        ),
+    )
     # A silent connection must fail the task, not hang it (Icechunk sets no read timeout).
     cfg.storage = icechunk.StorageSettings(
         timeouts=icechunk.StorageTimeoutSettings(
@@ -69,21 +76,32 @@ def repo_config(spec: DatasetSpec) -> icechunk.RepositoryConfig:
     return cfg
 
 
+_OPEN_REPOS: dict[str, icechunk.Repository] = {}
+
+
 def open_repo(spec: DatasetSpec, *, create: bool = False) -> icechunk.Repository:
+    """The cube's repository, opened once per process (a local build commits hundreds of
+    groups; a Repository opened per commit made each commit slower than the last)."""
     loc = storage.resolve(spec.target.repo, spec.target.storage)
+    key = spec.model_dump_json(include={"source", "target"})
+    if key in _OPEN_REPOS:
+        return _OPEN_REPOS[key]
     st = storage.icechunk_storage(loc)
     creds = storage.virtual_chunk_credentials(catalog.source_location(spec))
     try:
         if icechunk.Repository.exists(st):
-            return icechunk.Repository.open(
+            repo = icechunk.Repository.open(
                 st, config=repo_config(spec), authorize_virtual_chunk_access=creds
             )
+            _OPEN_REPOS[key] = repo
+            return repo
         if not create:
             raise CommitError(f"no Icechunk repo at {loc.url}: run `vcube init` first")
         repo = icechunk.Repository.create(
             st, config=repo_config(spec), authorize_virtual_chunk_access=creds
         )
         repo.save_config()
+        _OPEN_REPOS[key] = repo
         return repo
     except icechunk.IcechunkError as e:
         raise storage.StorageError(f"cannot open the Icechunk repo {loc.url}: {e}") from None
