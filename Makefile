@@ -11,16 +11,19 @@ SPEC ?= datasets/sample.yaml
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-8s %s\n", $$1, $$2}'
 
-$(BIN)/python:
+# The stamp is written last: a venv left half-made by an interrupted run is made again.
+$(VENV)/.created:
 	@test -n "$(PYTHON)" || { echo "error: need Python >= 3.12 (see scripts/find-python.sh)" >&2; exit 1; }
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	@touch $@
 
-$(VENV)/.core: $(BIN)/python pyproject.toml
+$(VENV)/.core: $(VENV)/.created pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	@touch $@
 
-$(VENV)/.dev: $(BIN)/python pyproject.toml
+$(VENV)/.dev: $(VENV)/.created pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@ $(VENV)/.core
 
