@@ -111,7 +111,8 @@ def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None)
         storage.write_bytes(work, scan.error_key(shard), json.dumps(err).encode())
         raise
     storage.write_bytes(work, scan.result_key(shard), data)
-    storage.delete(work, scan.error_key(shard))
+    if storage.exists(work, scan.error_key(shard)):  # a failure of an earlier try: it is over
+        storage.delete(work, scan.error_key(shard))
     res = scan.read_result(data)
     return {
         "step": "scan",

@@ -9,7 +9,7 @@ chain and are never part of a spec.
 
 from __future__ import annotations
 
-import contextlib
+import time
 import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -195,14 +195,19 @@ def write_bytes(loc: Location, key: str, data: bytes) -> None:
         raise _wrap(loc, f"cannot write {key} to", e) from None
 
 
-def delete(loc: Location, key: str) -> None:
-    with contextlib.suppress(FileNotFoundError, NotFoundError):
+def delete(loc: Location, key: str, *, tries: int = 5) -> None:
+    """Delete one object if it exists. S3 deletes go out as POST, which the client does not
+    retry on a dropped connection, so they are retried here (deleting twice is harmless)."""
+    for attempt in range(tries):
         try:
             obstore.delete(loc.store, key)
+            return
         except (FileNotFoundError, NotFoundError):
-            raise
+            return
         except Exception as e:
-            raise _wrap(loc, f"cannot delete {key} from", e) from None
+            if attempt == tries - 1:
+                raise _wrap(loc, f"cannot delete {key} from", e) from None
+            time.sleep(0.2 * 2**attempt)
 
 
 def exists(loc: Location, key: str) -> bool:
