@@ -321,7 +321,7 @@ def _write_static(
                 arr = zarr.open_array(store, path=v.name, mode="r+")
                 arr[...] = np.asarray(ds[()])
                 continue
-            grid = tuple(-(-s // c) for s, c in zip(v.file_shape, v.file_chunks, strict=True))
+            grid = v.file_grid
             offs, lens = chunk_refs(ds, grid)
             _set_refs(store, v, grid, url, offs, lens, (0,) * len(grid), checksum)
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from vcube import catalog, storage
 from vcube.spec import DatasetSpec
-from vcube.template import Template, TemplateError, VarSchema, compare_fingerprint, fingerprint
+from vcube.template import Template, TemplateError, compare_fingerprint, fingerprint
 
 
 class ScanError(RuntimeError):
@@ -147,7 +147,7 @@ def scan_file(f: h5py.File, key: str, template: Template, skip_values: set[str])
             continue
         try:
             if v.kind == "virtual":
-                refs[v.name] = chunk_refs(ds, _file_grid(v))
+                refs[v.name] = chunk_refs(ds, v.file_grid)
             elif v.name not in skip_values:
                 values[v.name] = np.asarray(ds[()])
         except ScanError as e:
@@ -155,10 +155,6 @@ def scan_file(f: h5py.File, key: str, template: Template, skip_values: set[str])
         except OSError as e:
             raise ScanError(f"{key}: cannot read variable {v.name} ({_h5msg(e)})") from None
     return FileScan(refs, values)
-
-
-def _file_grid(v: VarSchema) -> tuple[int, ...]:
-    return tuple(-(-s // c) for s, c in zip(v.file_shape, v.file_chunks, strict=True))
 
 
 def scan_shard(
@@ -171,13 +167,13 @@ def scan_shard(
     on_file: Callable[[int, int], None] | None = None,
 ) -> bytes:
     """Scan every file of a shard; return the serialized result (deterministic bytes)."""
-    src = storage.resolve(spec.source.root, spec.source.storage)
+    src = catalog.source_location(spec)
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     virt = template.virtual_varying()
     inl = [v for v in template.inline_varying() if v.name not in path_dims]
     n = len(files)
-    offsets = {v.name: np.zeros((n, *_file_grid(v)), np.uint64) for v in virt}
-    lengths = {v.name: np.zeros((n, *_file_grid(v)), np.uint64) for v in virt}
+    offsets = {v.name: np.zeros((n, *v.file_grid), np.uint64) for v in virt}
+    lengths = {v.name: np.zeros((n, *v.file_grid), np.uint64) for v in virt}
     values = {v.name: np.zeros((n, *v.file_shape), np.dtype(v.fingerprint["dtype"])) for v in inl}
     # Remote files are opened ahead in the background, each with the blocks the previous walks
     # touched (vcube.remote.Prefetcher): about one round trip per file instead of one per miss.
@@ -209,6 +205,7 @@ def scan_shard(
     meta = {
         "shard": shard,
         "digest": digest,
+        "refs": int(sum(np.count_nonzero(a) for a in lengths.values())),
         "files": [
             {
                 "key": p.key,
@@ -285,6 +282,13 @@ class ShardResult:
     offsets: dict[str, np.ndarray]
     lengths: dict[str, np.ndarray]
     values: dict[str, np.ndarray]
+
+
+def read_meta(data: bytes) -> dict[str, Any]:
+    """Only the small meta.json of a shard result (what is it, which files, how many refs)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        meta: dict[str, Any] = json.loads(z.read("meta.json"))
+    return meta
 
 
 def read_result(data: bytes) -> ShardResult:

@@ -86,14 +86,14 @@ def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None)
     work = catalog.work_location(spec)
     digest = scan.result_digest(plan.shards[shard]["digest"], tmpl)
     try:
-        old = scan.read_result(storage.read_bytes(work, scan.result_key(shard)))
-        if old.meta.get("digest") == digest:
+        old = scan.read_meta(storage.read_bytes(work, scan.result_key(shard)))
+        if old.get("digest") == digest:
             return {
                 "step": "scan",
                 "shard": shard,
                 "changed": False,
-                "files": len(old.meta["files"]),
-                "refs": _count_refs(old),
+                "files": len(old["files"]),
+                "refs": old["refs"],
                 "seconds": round(time.perf_counter() - t0, 3),
             }
     except FileNotFoundError:
@@ -113,20 +113,15 @@ def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None)
     storage.write_bytes(work, scan.result_key(shard), data)
     if storage.exists(work, scan.error_key(shard)):  # a failure of an earlier try: it is over
         storage.delete(work, scan.error_key(shard))
-    res = scan.read_result(data)
     return {
         "step": "scan",
         "shard": shard,
         "changed": True,
         "files": len(files),
-        "refs": _count_refs(res),
+        "refs": scan.read_meta(data)["refs"],
         "bytes": len(data),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-
-
-def _count_refs(res: scan.ShardResult) -> int:
-    return int(sum(int((a > 0).sum()) for a in res.lengths.values()))
 
 
 def commit_step(

@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vcube import storage
+from vcube import catalog, storage
 from vcube.spec import DatasetSpec
 
 TEMPLATE_KEY = "template.json"
@@ -40,6 +40,11 @@ class VarSchema:
     varies: list[str]  # the concat dims it spans (empty: written once, from the template)
     zarr: dict[str, Any]  # Zarr V3 array metadata from VirtualiZarr (shape/chunks of one file)
     fingerprint: dict[str, Any]
+
+    @property
+    def file_grid(self) -> tuple[int, ...]:
+        """How many chunks one file holds along each of its dims."""
+        return tuple(-(-s // c) for s, c in zip(self.file_shape, self.file_chunks, strict=True))
 
 
 @dataclass
@@ -113,7 +118,7 @@ def derive_template(spec: DatasetSpec, key: str) -> Template:
     """Build the cube schema from one source file (VirtualiZarr metadata + h5py fingerprints)."""
     from vcube.scan import open_h5
 
-    src = storage.resolve(spec.source.root, spec.source.storage)
+    src = catalog.source_location(spec)
     concat = spec.cube.dim_names
     try:
         group = _manifest_group(src, key, list(spec.cube.drop))
@@ -192,13 +197,11 @@ def derive_template(spec: DatasetSpec, key: str) -> Template:
 
 
 def save_template(spec: DatasetSpec, template: Template) -> None:
-    storage.write_bytes(
-        storage.resolve(spec.target.work_url, spec.target.storage), TEMPLATE_KEY, template.to_json()
-    )
+    storage.write_bytes(catalog.work_location(spec), TEMPLATE_KEY, template.to_json())
 
 
 def load_template(spec: DatasetSpec) -> Template:
-    work = storage.resolve(spec.target.work_url, spec.target.storage)
+    work = catalog.work_location(spec)
     try:
         return Template.from_json(storage.read_bytes(work, TEMPLATE_KEY))
     except FileNotFoundError:
