@@ -6,7 +6,7 @@ nothing but the spec (its work area in object storage holds the plan and the sha
 Argo parameters carry ids only: ``plan`` writes ``groups.json`` (``[{"group", "shards"}]``),
 the parent fans out over it. Each group runs as its own child Workflow because one Workflow
 holding all 690 atlas groups would carry ~8 300 nodes, ~82 % of Argo's 1 MiB object limit even
-gzip-compressed (workflows/scale.py, README "Scale").
+gzip-compressed (bench/scale.py, README "Scale").
 
 Sizing assumptions (per pod; see README.md for the numbers behind them):
 - plan lists the source prefix (~500 k keys for the atlas): 0.5 CPU, 1 Gi.

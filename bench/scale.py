@@ -7,7 +7,7 @@ controller gzips ``status.nodes`` into ``status.compressedNodes`` once the objec
 ``maxWorkflowSize`` (1 MiB), and fails the workflow if even that is too big unless node-status
 offloading to a database is configured. This module builds realistic node statuses (field set
 of Argo's NodeStatus, values shaped like a real run's, summaries copied from a sample run) and
-measures them. ``python -m workflows.scale`` prints the table.
+measures them. ``python -m bench.scale`` prints the table.
 """
 
 from __future__ import annotations

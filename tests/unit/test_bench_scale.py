@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from workflows import scale
-from workflows.scale import ARGO_MAX_WORKFLOW_SIZE, ATLAS_GROUPS, measure
+from bench import scale
+from bench.scale import ARGO_MAX_WORKFLOW_SIZE, ATLAS_GROUPS, measure
 
 
 @pytest.fixture(scope="module")
