@@ -389,23 +389,75 @@ def commit_group(
     *,
     on_file: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Write one group's region (chunk refs and inline values) and commit it once."""
+    """Write one group's region (chunk refs and inline values) and commit it once.
+
+    When another writer commits first, the session is rebased only if the two commits touch
+    no common chunk or metadata; otherwise the group's write is redone on the new tip, so the
+    read-compare-write of shared inline arrays sees the other writer's values (a rebase that
+    kept "ours" would put this group's stale copy of a shared chunk over them).
+    """
     t0 = time.perf_counter()
     if group not in plan.groups:
         raise CommitError(f"group {group!r} is not in the plan (groups: {_some(plan.groups)})")
     digest = inputs_digest(plan, template, group)
     repo = open_repo(spec)
-    hist = history(repo, spec.target.branch)
-    if hist.init is None:
-        raise CommitError("the cube has no init commit: run `vcube init` first")
-    done = hist.groups.get(group)
-    if done is not None and done.metadata.get("inputs") == digest:
-        return _commit_summary(group, False, done.id, plan.group_files(group), 0, t0)
-    results = load_group_results(spec, plan, template, group)
+    results: list[ShardResult] | None = None
+    tries = 0
+    while tries < COMMIT_TRIES:
+        hist = history(repo, spec.target.branch)
+        if hist.init is None:
+            raise CommitError("the cube has no init commit: run `vcube init` first")
+        done = hist.groups.get(group)
+        if done is not None and done.metadata.get("inputs") == digest:
+            return _commit_summary(group, False, done.id, plan.group_files(group), 0, t0)
+        if results is None:
+            results = load_group_results(spec, plan, template, group)
+        session = repo.writable_session(spec.target.branch)
+        n_files, refs = _write_group(
+            spec, plan, template, session.store, results, group, done is not None, on_file
+        )
+        on_file = None  # progress is reported for the first write only
+        metadata = {
+            META_KIND: "group",
+            "group": group,
+            "files": n_files,
+            "inputs": digest,
+            "plan": plan.digest,
+            "refs": refs,
+        }
+        while tries < COMMIT_TRIES:
+            tries += 1
+            try:
+                snap = session.commit(
+                    f"commit group {group}: {n_files} files", metadata=metadata, allow_empty=True
+                )
+                return _commit_summary(group, True, snap, n_files, refs, t0)
+            except icechunk.ConflictError:
+                pass
+            try:
+                session.rebase(icechunk.ConflictDetector())
+            except icechunk.RebaseFailedError:
+                break  # a chunk both wrote: redo the write on the new tip
+            # If the other writer committed this very group, ours is a duplicate: drop it.
+            now = history(repo, spec.target.branch).groups.get(group)
+            if now is not None and now.metadata.get("inputs") == digest:
+                return _commit_summary(group, False, now.id, n_files, 0, t0)
+    raise CommitError(f"group {group}: still conflicting after {COMMIT_TRIES} tries")
+
+
+def _write_group(
+    spec: DatasetSpec,
+    plan: Plan,
+    template: Template,
+    store: Any,
+    results: list[ShardResult],
+    group: str,
+    rewrite: bool,
+    on_file: Callable[[int, int], None] | None,
+) -> tuple[int, int]:
+    """Write a group's chunk refs and inline values into a session; returns (files, refs)."""
     src = catalog.source_location(spec)
     dim_names = spec.cube.dim_names
-    session = repo.writable_session(spec.target.branch)
-    store = session.store
     virt = template.virtual_varying()
     n_files = sum(len(r.meta["files"]) for r in results)
     refs = 0
@@ -443,35 +495,10 @@ def commit_group(
                 f"Icechunk refused refs of {v.name} from {bad.get(tuple(failed[0]), '?')}: "
                 f"chunks {failed[:5]}"
             )
-    if done is not None:  # a rewrite: nothing of the old version may survive
+    if rewrite:  # nothing of the old version may survive
         _delete_stale_refs(spec, plan, template, store, results, specs)
-    _write_inline(spec, plan, template, store, results, group, rewrite=done is not None)
-    metadata = {
-        META_KIND: "group",
-        "group": group,
-        "files": n_files,
-        "inputs": digest,
-        "plan": plan.digest,
-        "refs": refs,
-    }
-    # Another writer committed first: rebase (the only chunks two groups share are inline
-    # coordinates written with equal values, so ours is as good as theirs), then look again:
-    # if that writer committed this very group, ours is a duplicate and is dropped.
-    solver = icechunk.BasicConflictSolver(on_chunk_conflict=icechunk.VersionSelection.UseOurs)
-    for _ in range(COMMIT_TRIES):
-        try:
-            snap = session.commit(
-                f"commit group {group}: {n_files} files", metadata=metadata, allow_empty=True
-            )
-            break
-        except icechunk.ConflictError:
-            session.rebase(solver)
-            now = history(repo, spec.target.branch).groups.get(group)
-            if now is not None and now.metadata.get("inputs") == digest:
-                return _commit_summary(group, False, now.id, n_files, 0, t0)
-    else:
-        raise CommitError(f"group {group}: still conflicting after {COMMIT_TRIES} rebases")
-    return _commit_summary(group, True, snap, n_files, refs, t0)
+    _write_inline(spec, plan, template, store, results, group, rewrite=rewrite)
+    return n_files, refs
 
 
 def _commit_summary(
