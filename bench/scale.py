@@ -7,7 +7,7 @@ controller gzips ``status.nodes`` into ``status.compressedNodes`` once the objec
 ``maxWorkflowSize`` (1 MiB), and fails the workflow if even that is too big unless node-status
 offloading to a database is configured. This module builds realistic node statuses (field set
 of Argo's NodeStatus, values shaped like a real run's, summaries copied from a sample run) and
-measures them. ``python -m bench.scale`` prints the table.
+measures them. ``python -m bench.scale`` prints the numbers, ``--readme`` the README's table rows.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import base64
 import gzip
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -189,11 +190,31 @@ def _head(nodes: _Nodes, root: str, n_groups: int, shards_per_group: int) -> Non
     )  # fmt: skip
 
 
-def _tail(nodes: _Nodes, root: str) -> None:
+def _tail(nodes: _Nodes, root: str, spec: dict[str, Any] | None = None) -> None:
+    """validate, then the exit handler (``spec.onExit``) if the parent template has one."""
     nodes.retried_pod(
         f"{root}.validate", "validate", "validate", _node_id(root), root,
         outputs={"summary": json.dumps({"ok": True, "problems": [], "step": "validate"})},
     )  # fmt: skip
+    spec = template_dict()["spec"] if spec is None else spec
+    if not spec.get("onExit"):
+        return
+    templates = {t["name"]: t for t in spec["templates"]}
+    handler = f"{root}.onExit"
+    nodes.add(handler, handler, "DAG", spec["onExit"], None, None)
+    for task in templates[spec["onExit"]].get("dag", {}).get("tasks", []):
+        summary = json.dumps({"step": task["name"]})
+        name = f"{handler}.{task['name']}"
+        if "retryStrategy" in templates[task["template"]]:
+            nodes.retried_pod(
+                name, task["name"], task["template"], _node_id(handler), handler,
+                outputs={"summary": summary},
+            )  # fmt: skip
+        else:
+            nodes.add(
+                name, task["name"], "Pod", task["template"], _node_id(handler), handler,
+                outputs={"summary": summary},
+            )  # fmt: skip
 
 
 def _group_body(nodes: _Nodes, gname: str, boundary: str, g: dict[str, Any]) -> None:
@@ -237,7 +258,9 @@ def _label(i: int, g: dict[str, Any]) -> str:
 
 
 def single_workflow_nodes(
-    n_groups: int = ATLAS_GROUPS, shards_per_group: int = ATLAS_SHARDS_PER_GROUP
+    n_groups: int = ATLAS_GROUPS,
+    shards_per_group: int = ATLAS_SHARDS_PER_GROUP,
+    spec: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``status.nodes`` if every group ran inside one Workflow (the rejected design)."""
     nodes = _Nodes({}, _descriptions())
@@ -250,12 +273,14 @@ def single_workflow_nodes(
             inputs={"group": g["group"], "shards": json.dumps(g["shards"])},
         )  # fmt: skip
         _group_body(nodes, gname, _node_id(gname), g)
-    _tail(nodes, root)
+    _tail(nodes, root, spec)
     return nodes.nodes
 
 
 def parent_workflow_nodes(
-    n_groups: int = ATLAS_GROUPS, shards_per_group: int = ATLAS_SHARDS_PER_GROUP
+    n_groups: int = ATLAS_GROUPS,
+    shards_per_group: int = ATLAS_SHARDS_PER_GROUP,
+    spec: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``status.nodes`` of ``vcube-build``: one resource node (Retry + Pod) per group."""
     nodes = _Nodes({}, _descriptions())
@@ -268,7 +293,7 @@ def parent_workflow_nodes(
             inputs={"group": g["group"], "shards": json.dumps(g["shards"])},
             outputs={"workflow": f"vcube-build-group-{_jitter(g['group'], 'wf', 10000, 99999)}"},
         )  # fmt: skip
-    _tail(nodes, root)
+    _tail(nodes, root, spec)
     return nodes.nodes
 
 
@@ -280,22 +305,6 @@ def child_workflow_nodes(shards_per_group: int = ATLAS_SHARDS_PER_GROUP) -> dict
     g = atlas_groups(1, _months(shards_per_group))[0]
     _group_body(nodes, root, _node_id(root), g)
     return nodes.nodes
-
-
-def expected_node_count(design: str, n_groups: int, shards_per_group: int) -> int:
-    """Nodes of a retry-free run, from the DAG shape (each retry adds one Pod node).
-
-    Templates with a retryStrategy make a Retry node plus a Pod node; a withParam task a
-    TaskGroup node plus its items. plan, init and validate: 2 each.
-    """
-    group_body = 1 + 2 * shards_per_group + 2  # scan TaskGroup, scans, commit
-    if design == "single":
-        return 1 + 6 + 1 + n_groups * (1 + group_body)
-    if design == "parent":
-        return 1 + 6 + 1 + n_groups * 2
-    if design == "child":
-        return 1 + group_body
-    raise ValueError(design)
 
 
 @dataclass(frozen=True)
@@ -320,9 +329,13 @@ class ObjectSize:
     @property
     def stored_bytes(self) -> int:
         """What the controller stores: nodes gzip+base64-compressed once over the limit."""
-        if self.uncompressed_bytes <= ARGO_MAX_WORKFLOW_SIZE:
+        if not self.compressed:
             return self.uncompressed_bytes
         return self.spec_bytes + self.other_status_bytes + self.compressed_nodes_bytes
+
+    @property
+    def compressed(self) -> bool:
+        return self.uncompressed_bytes > ARGO_MAX_WORKFLOW_SIZE
 
     @property
     def fraction_of_limit(self) -> float:
@@ -396,7 +409,39 @@ def _row(label: str, o: ObjectSize) -> str:
     )
 
 
+def _si(n: float) -> str:
+    """Bytes as the README writes them: 8.4 MB, 859 kB, 403 B."""
+    if n >= 1e6:
+        return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e3:.0f} kB" if n >= 1e3 else f"{n:.0f} B"
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.0f} %" if fraction >= 0.1 else f"{100 * fraction:.1f} %"
+
+
+def readme_rows(r: ScaleReport) -> list[str]:
+    """The README's Scale table rows and the sentence after it, exactly as written there."""
+    rows = []
+    for label, o in (
+        ("one Workflow for everything", r.single),
+        ("parent `vcube-build`", r.parent),
+        ("each child `vcube-build-group`", r.child),
+    ):
+        stored = _si(o.stored_bytes) + (" (compressed)" if o.compressed else "")
+        cells = [label, f"{o.nodes:,}".replace(",", " "), _si(o.status_nodes_bytes), stored]
+        rows.append("| " + " | ".join([*cells, _percent(o.fraction_of_limit)]) + " |")
+    rows.append(
+        f"The submitted Workflow is {_si(r.submitted_workflow_bytes)} and plan's `groups` "
+        f"output parameter {_si(r.groups_json_bytes)}."
+    )
+    return rows
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--readme"]:
+        print("\n".join(readme_rows(measure())))
+        return
     for n in (100, ATLAS_GROUPS, 2000):
         r = measure(n)
         print(

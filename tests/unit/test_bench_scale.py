@@ -1,55 +1,154 @@
-"""The numbers the README's "Scale" section claims, computed where they come from."""
+"""The README's "Scale" numbers: the model against the real templates, planner and README.
+
+`bench/scale.py` models the node statuses Argo stores for a build. Each check here ties the
+model to something it does not compute itself: node counts to the DAG shape of the rendered
+WorkflowTemplates (counted with Argo's node rules below), plan's `groups` output to what the
+planner and the CLI produce for an atlas-shaped listing, and the README's figures to the model.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from bench import scale
-from bench.scale import ARGO_MAX_WORKFLOW_SIZE, ATLAS_GROUPS, measure
+from vcube import catalog, steps
+from vcube.spec import load_spec
+from vcube.storage import ObjectInfo
+
+REPO = Path(__file__).resolve().parents[2]
+SHARDS = scale.ATLAS_SHARDS_PER_GROUP
+
+
+def _rendered(name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((REPO / "k8s/base" / f"{name}.yaml").read_text()))
+
+
+def _template_nodes(templates: dict[str, Any], name: str, fan_out: int) -> int:
+    """Nodes Argo makes for one template run without retries: a retryStrategy adds a Retry
+    node above the attempt; a DAG is one node plus its tasks; a withParam task is a TaskGroup
+    node plus one run per item (every fan-out of this workflow has `fan_out` items)."""
+    t = templates[name]
+    n = 1 if "retryStrategy" in t else 0
+    if "dag" not in t:
+        return n + 1
+    n += 1
+    for task in t["dag"]["tasks"]:
+        one = _template_nodes(templates, task["template"], fan_out)
+        n += 1 + fan_out * one if "withParam" in task or "withItems" in task else one
+    return n
+
+
+def _workflow_nodes(obj: dict[str, Any], fan_out: int) -> int:
+    spec = obj["spec"]
+    templates = {t["name"]: t for t in spec["templates"]}
+    n = _template_nodes(templates, spec["entrypoint"], fan_out)
+    if spec.get("onExit"):
+        n += _template_nodes(templates, spec["onExit"], fan_out)
+    return n
+
+
+def _fan_out_template(obj: dict[str, Any]) -> str:
+    (task,) = [
+        t
+        for tmpl in obj["spec"]["templates"]
+        for t in tmpl.get("dag", {}).get("tasks", [])
+        if "withParam" in t
+    ]
+    return str(task["template"])
 
 
 @pytest.fixture(scope="module")
 def atlas() -> scale.ScaleReport:
-    return measure(ATLAS_GROUPS)
+    return scale.measure(scale.ATLAS_GROUPS)
 
 
-def test_node_counts_follow_the_dag_shape(atlas: scale.ScaleReport) -> None:
-    assert atlas.single.nodes == scale.expected_node_count("single", ATLAS_GROUPS, 4) == 8288
-    assert atlas.parent.nodes == scale.expected_node_count("parent", ATLAS_GROUPS, 4) == 1388
-    assert atlas.child.nodes == scale.expected_node_count("child", 1, 4) == 12
-    assert len(scale.single_workflow_nodes(3, 2)) == scale.expected_node_count("single", 3, 2)
+def test_node_counts_follow_the_rendered_dags(atlas: scale.ScaleReport) -> None:
+    parent, child = _rendered("vcube-build"), _rendered("vcube-build-group")
+    groups = scale.ATLAS_GROUPS
+    assert atlas.child.nodes == _workflow_nodes(child, SHARDS)
+    assert atlas.parent.nodes == _workflow_nodes(parent, groups)
+    # The rejected single Workflow: each group's resource node replaced by the child's DAG.
+    templates = {t["name"]: t for t in parent["spec"]["templates"]}
+    per_group = _template_nodes(templates, _fan_out_template(parent), groups)
+    assert atlas.single.nodes == atlas.parent.nodes + groups * (atlas.child.nodes - per_group)
+    # Other sizes, so a count right for 690 by accident is caught.
+    assert len(scale.parent_workflow_nodes(3, 2)) == _workflow_nodes(parent, 3)
 
 
-def test_submitted_workflow_and_plan_output_stay_small(atlas: scale.ScaleReport) -> None:
-    # The submitted object is a template reference plus two parameters, whatever the size.
-    assert atlas.submitted_workflow_bytes < 1024
-    # plan's groups output: ids only, ~70 B per group -> 48 kB for the atlas.
-    assert atlas.groups_json_bytes == 48_300
-    assert atlas.groups_json_bytes == len(json.dumps(scale.atlas_groups()))
-    assert atlas.groups_json_bytes < ARGO_MAX_WORKFLOW_SIZE / 20
+def test_an_exit_handler_is_modelled_like_argo_counts_it() -> None:
+    parent = copy.deepcopy(_rendered("vcube-build"))
+    spec = parent["spec"]
+    retried = next(t for t in spec["templates"] if "container" in t and "retryStrategy" in t)
+    plain = {k: v for k, v in retried.items() if k != "retryStrategy"} | {"name": "plain"}
+    handler = {
+        "name": "on-exit",
+        "dag": {
+            "tasks": [
+                {"name": "a", "template": retried["name"]},
+                {"name": "b", "template": "plain"},
+            ]
+        },
+    }
+    spec["templates"] += [plain, handler]
+    spec["onExit"] = "on-exit"
+    with_handler = len(scale.parent_workflow_nodes(5, 2, spec))
+    assert with_handler == _workflow_nodes(parent, 5)
+    # The handler's DAG node, a Retry node and its Pod, one plain Pod.
+    assert with_handler == len(scale.parent_workflow_nodes(5, 2)) + 1 + 2 + 1
 
 
-def test_one_workflow_for_the_atlas_would_be_too_close_to_the_limit(
-    atlas: scale.ScaleReport,
-) -> None:
-    single = atlas.single
-    assert 900 < single.bytes_per_node < 1100
-    assert 8_000_000 < single.status_nodes_bytes < 9_000_000  # ~8.4 MB raw
-    # Even gzip-compressed it takes ~82 % of the 1 MiB object: no room for retries/growth.
-    assert 0.75 < single.fraction_of_limit < 0.9
+def test_groups_output_is_what_plan_writes_for_the_atlas(atlas: scale.ScaleReport) -> None:
+    """The model's `groups.json` equals the planner's for an atlas-shaped listing (one month per
+    series: the groups output does not depend on the series length)."""
+    spec = load_spec(REPO / "datasets/oae-atlas.yaml")
+    t = datetime(2024, 1, 1, tzinfo=UTC)
+    listing = [
+        ObjectInfo(f"{p:03d}/{m}/alk-forcing.{p:03d}-1999-{m}.pop.h.0347-{m}.nc", 1, t, f'"{p}{m}"')
+        for p in range(scale.ATLAS_GROUPS)
+        for m in ("01", "04", "07", "10")
+    ]
+    plan, _ = catalog.build_plan(spec, listing)
+    listed = steps.groups_listing(plan)
+    assert listed == scale.atlas_groups()
+    assert atlas.groups_json_bytes == len(json.dumps(listed).encode())  # as the CLI writes it
 
 
-def test_the_split_keeps_every_object_far_below_the_limit(atlas: scale.ScaleReport) -> None:
-    assert atlas.parent.fraction_of_limit < 0.25  # ~17 %
-    assert atlas.child.fraction_of_limit < 0.03  # ~17 kB
+def test_readme_states_the_measured_numbers(atlas: scale.ScaleReport) -> None:
+    readme = (REPO / "README.md").read_text()
+    flowing = " ".join(readme.split())
+    for row in scale.readme_rows(atlas):
+        assert (row in readme.splitlines()) or (" ".join(row.split()) in flowing), (
+            f"README.md does not say {row!r}: update its Scale section "
+            "(`python -m bench.scale --readme` prints the rows)"
+        )
+
+
+def _claimed_breaking_point(readme: str, design: str) -> int:
+    text = " ".join(readme.split())
+    pattern = {
+        "single": r"One Workflow would break at ~([\d ]+) groups",
+        "parent": r"the parent would break only at ~([\d ]+) groups",
+    }[design]
+    m = re.search(pattern, text)
+    assert m, f"README.md no longer states where the {design} design breaks"
+    return int(m.group(1).replace(" ", ""))
 
 
 @pytest.mark.slow
-def test_headroom_claims() -> None:
-    # One workflow breaks at ~840 groups; the parent of the split design at ~4 200.
-    assert measure(800).single.stored_bytes <= ARGO_MAX_WORKFLOW_SIZE
-    assert measure(900).single.stored_bytes > ARGO_MAX_WORKFLOW_SIZE
-    assert measure(4000, single=False).parent.stored_bytes <= ARGO_MAX_WORKFLOW_SIZE
-    assert measure(4500, single=False).parent.stored_bytes > ARGO_MAX_WORKFLOW_SIZE
+def test_readme_breaking_points_hold_within_five_percent() -> None:
+    readme = (REPO / "README.md").read_text()
+    limit = scale.ARGO_MAX_WORKFLOW_SIZE
+    single = _claimed_breaking_point(readme, "single")
+    assert scale.measure(int(single * 0.95)).single.stored_bytes <= limit
+    assert scale.measure(int(single * 1.05)).single.stored_bytes > limit
+    parent = _claimed_breaking_point(readme, "parent")
+    assert scale.measure(int(parent * 0.95), single=False).parent.stored_bytes <= limit
+    assert scale.measure(int(parent * 1.05), single=False).parent.stored_bytes > limit
