@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 
-from tests.cluster.nodeagent import fit, podspec
+from tests.cluster.nodeagent import fit, kubeletapi, podspec
 from tests.cluster.nodeagent.nodes import NodeSpec, parse_nodes
 from tests.cluster.nodeagent.runtime import PodWorker, RuntimeConfig
 
@@ -570,3 +572,70 @@ def test_sigterm_reaches_the_container(tmp_path: Path) -> None:
     w.stop_for_shutdown()
     w.join(10)
     assert w.mains[0].exit_code == 42  # SIGTERM first: a SIGKILL would read 137
+
+
+# -- the kubelet endpoint -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["/var/run/argo/argoexec", "kill", "15", "1"], 15),
+        (["/var/run/argo/argoexec", "kill", "9", "1"], 9),
+        (["/bin/sh", "-c", "kill -15 1"], 15),
+        (["/bin/sh", "-c", "kill -TERM 1"], 15),
+        (["/bin/sh", "-c", "kill -15 1; rm -rf /"], None),
+        (["/var/run/argo/argoexec", "kill", "15", "7"], None),
+        (["ls"], None),
+    ],
+)
+def test_kill_signal(command: list[str], expected: int | None) -> None:
+    assert kubeletapi.kill_signal(command) == expected
+
+
+@needs_root
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_exec_kill_and_logs_through_the_kubelet_endpoint(tmp_path: Path) -> None:
+    """What the API server forwards: Argo's `argoexec kill 15 1` exec, and a log request."""
+    w, _ = worker(
+        tmp_path,
+        {
+            "containers": [
+                {
+                    "name": "main",
+                    "command": ["sh", "-c", "trap 'exit 42' TERM; echo trapped; sleep 300 & wait"],
+                }
+            ]
+        },
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = kubeletapi.KubeletServer("127.0.0.1", port, tmp_path / "pki", lambda ns, name: w)
+    server.start()
+    try:
+        w.start()
+        wait_for(
+            lambda: (
+                (w.log_dir / "main.log").exists()
+                and (w.log_dir / "main.log").read_text() == "trapped\n"
+            )
+        )
+        http = urllib3.PoolManager(cert_reqs="CERT_NONE")
+        base = f"https://127.0.0.1:{port}"
+        logs = http.request("GET", f"{base}/containerLogs/vcube/{w.pod_name}/main?tailLines=5")
+        assert (logs.status, logs.data) == (200, b"trapped\n")
+        other = http.request("POST", f"{base}/exec/vcube/{w.pod_name}/main?command=ls&stdout=true")
+        assert other.status == 501
+        assert w.mains[0].running
+        query = "command=%2Fvar%2Frun%2Fargo%2Fargoexec&command=kill&command=15&command=1"
+        kill = http.request("POST", f"{base}/exec/vcube/{w.pod_name}/main?{query}")
+        assert kill.status == 501
+        assert b"delivered signal 15" in kill.data
+        wait_for(lambda: w.mains[0].terminated)
+        assert w.mains[0].exit_code == 42
+        missing = http.request("GET", f"{base}/containerLogs/vcube/{w.pod_name}/nope")
+        assert missing.status == 404
+    finally:
+        server.stop()
+        w.stop_for_shutdown()

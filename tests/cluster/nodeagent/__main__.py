@@ -70,7 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "standing in for EKS IRSA credentials (e.g. the local S3 server's keys)",
     )
     p.add_argument(
-        "--kubelet-port", type=int, default=0, help="port reported as the kubelet endpoint"
+        "--kubelet-port",
+        type=int,
+        default=10250,
+        help="kubelet endpoint on the host IP: kubectl logs, Argo's kill-by-exec; 0: none "
+        "(default: %(default)s)",
     )
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)

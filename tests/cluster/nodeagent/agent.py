@@ -11,6 +11,7 @@ from typing import Any
 
 from . import fit
 from .kube import STRATEGIC, ApiError, Client, Informer, Kubeconfig, now_rfc3339
+from .kubeletapi import KubeletServer
 from .nodes import NodeManager, NodeSpec
 from .runtime import PodWorker, RuntimeConfig
 
@@ -48,6 +49,7 @@ class Agent:
         self._unschedulable_posted: dict[str, str] = {}
         self._lock = threading.Lock()
         self.sched_wake = threading.Event()
+        self.kubelet_api: KubeletServer | None = None
         bin_dir = cfg.workdir / "bin"
         bin_dir.mkdir(parents=True, exist_ok=True)
         link = bin_dir / "argoexec"
@@ -79,6 +81,11 @@ class Agent:
     def start(self) -> None:
         """Register the nodes, then start the informers, the scheduler and the heartbeats."""
         _ensure_termination_log_mountpoint()
+        if self.cfg.kubelet_port:
+            self.kubelet_api = KubeletServer(
+                self.cfg.host_ip, self.cfg.kubelet_port, self.cfg.workdir / "kubelet-pki", self.find
+            )
+            self.kubelet_api.start()
         self.nodes.register_all()
         threads: list[threading.Thread] = []
         for name in sorted(self.node_names):
@@ -120,7 +127,15 @@ class Agent:
             w.stop_for_shutdown()
         for w in workers:
             w.join(timeout=15)
+        if self.kubelet_api is not None:
+            self.kubelet_api.stop()
         log.info("node agent stopped (%d pods were on its nodes)", len(workers))
+
+    def find(self, namespace: str, name: str) -> PodWorker | None:
+        """The worker of a pod on our nodes, by namespace and name."""
+        with self._lock:
+            workers = list(self.workers.values())
+        return next((w for w in workers if (w.ns, w.pod_name) == (namespace, name)), None)
 
     def _refresh_tokens(self) -> None:
         with self._lock:

@@ -174,10 +174,9 @@ class NodeManager:
             "conditions": conditions,
             "capacity": spec.resources(),
             "allocatable": spec.resources(),
-            "addresses": [
-                {"type": "InternalIP", "address": self.host_ip},
-                {"type": "Hostname", "address": spec.name},
-            ],
+            # InternalIP only: the API server reaches the kubelet endpoint at the first address of
+            # its preferred types, and Hostname (first by default) would not resolve.
+            "addresses": [{"type": "InternalIP", "address": self.host_ip}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
             "nodeInfo": {
                 "machineID": _machine_id(),
