@@ -9,9 +9,8 @@ blocks it covers, and missing blocks that touch are merged into one ranged GET. 
 
 Concurrency: h5py holds one global lock while it calls back into this reader, so threads do not
 overlap the round trips of different files inside h5py. What does overlap is obstore's own I/O:
-`fetch_ranges_async` / `RemoteFile.prefetch_async` (and `open_many_async`, which fetches the
-first blocks of many files at once) run in obstore's Rust threads, so a scanner can prefetch
-file N+1 while h5py parses file N, or warm many files' caches in one batch.
+`Prefetcher` opens the next files (`open_remote_async`: first blocks plus the ranges the previous
+walk touched, in one parallel batch) in a background event loop while h5py parses the current one.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import obstore
 
@@ -37,11 +36,6 @@ DEFAULT_MAX_CACHE_BYTES = 256 * 1024 * 1024
 
 class RemoteReadError(OSError):
     """A ranged read of a remote object failed; the message names the object and the range."""
-
-
-class _HasStore(Protocol):
-    @property
-    def store(self) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,38 +184,6 @@ class RemoteFile(io.RawIOBase):
             self.bytes_fetched += len(data)
             self._store_run(a // self.block_size, data)
 
-    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
-        """Fetch the blocks covering several byte ranges [(start, end)) in one parallel batch."""
-        self._fetch(self._plan(ranges))
-
-    async def prefetch_async(self, ranges: Iterable[tuple[int, int]]) -> None:
-        """`prefetch` without blocking the event loop (obstore does the I/O in Rust threads)."""
-        plan = self._plan(ranges)
-        if not plan:
-            return
-        try:
-            parts = await obstore.get_ranges_async(
-                self.store,
-                self.key,
-                starts=[a for a, _ in plan],
-                ends=[z for _, z in plan],
-                coalesce=0,
-            )
-        except Exception as e:
-            raise self._error("cannot prefetch", e) from None
-        self._account_and_store(plan, parts)
-
-    def _plan(self, ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-        blocks: set[int] = set()
-        bs = self.block_size
-        for start, stop in ranges:
-            end = min(stop, self.size)
-            if end > start:
-                blocks.update(range(start // bs, (end - 1) // bs + 1))
-        with self._lock:
-            missing = [b for b in blocks if b not in self._blocks]
-        return [(a * bs, min((z + 1) * bs, self.size)) for a, z in _merge_runs(missing)]
-
     def pread(self, start: int, n: int) -> bytes:
         """Bytes [start, start+n) (fewer at the end of the object), fetching what is missing."""
         end = min(start + n, self.size)
@@ -354,29 +316,9 @@ def _version_of(meta: Any) -> ObjectVersion:
     )
 
 
-def open_remote(where: _HasStore | Any, key: str, **kw: Any) -> RemoteFile:
+def open_remote(where: Any, key: str, **kw: Any) -> RemoteFile:
     """Open `key` under a vcube `storage.Location` (or an obstore store) for reading."""
     return RemoteFile(where, key, **kw)
-
-
-async def fetch_ranges_async(
-    where: Any, key: str, ranges: Sequence[tuple[int, int]], *, coalesce: int = 0
-) -> list[bytes]:
-    """Fetch byte ranges [(start, end)) of one object concurrently; errors name the object."""
-    store, name = _store_and_name(where, key)
-    if not ranges:
-        return []
-    try:
-        parts = await obstore.get_ranges_async(
-            store,
-            key,
-            starts=[a for a, _ in ranges],
-            ends=[z for _, z in ranges],
-            coalesce=coalesce,
-        )
-    except Exception as e:
-        raise RemoteReadError(f"{name}: cannot read {len(ranges)} ranges: {e}") from None
-    return [bytes(p) for p in parts]
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,7 +507,6 @@ class Prefetcher:
         block_size: int = DEFAULT_BLOCK_SIZE,
         initial_bytes: int = DEFAULT_INITIAL_BYTES,
         max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
-        learn: bool = True,
         hint_pad: int = 0,
         cold_block_size: int = 0,
     ) -> None:
@@ -577,7 +518,6 @@ class Prefetcher:
         self.block_size = block_size
         self.initial_bytes = initial_bytes
         self.max_cache_bytes = max_cache_bytes
-        self.learn = learn
         self.hint: list[tuple[int, int]] = []
 
     def _open(self, key: str, version: ObjectVersion | None) -> Any:
@@ -602,47 +542,20 @@ class Prefetcher:
         try:
             while nxt < len(self.items) or pending:
                 # Until one walk has taught the hint, open one file at a time.
-                window = self.depth if (self.hint or not self.learn) else 1
+                window = self.depth if self.hint else 1
                 while nxt < len(self.items) and len(pending) < window:
                     key, version = self.items[nxt]
                     pending.append(asyncio.run_coroutine_threadsafe(self._open(key, version), loop))
                     nxt += 1
                 rf = pending.popleft().result()
                 yield rf
-                if self.learn:
-                    # The last walk only: a union over a shard would keep growing where
-                    # offsets drift with the compressed data sizes. Files already in flight
-                    # use an older hint; their misses are fetched on demand.
-                    self.hint = rf.touched_ranges(self.hint_pad)
+                # The last walk only: a union over a shard would keep growing where offsets
+                # drift with the compressed data sizes. Files already in flight use an older
+                # hint; their misses are fetched on demand.
+                self.hint = rf.touched_ranges(self.hint_pad)
         finally:
             for fut in pending:
                 fut.cancel()
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
             loop.close()
-
-
-async def open_many_async(
-    where: Any,
-    keys: Sequence[str],
-    *,
-    concurrency: int = 32,
-    **kw: Any,
-) -> list[RemoteFile]:
-    """Open many objects at once: their first blocks are fetched concurrently.
-
-    The round trip at open is the one every file pays; paying it for a batch of files in
-    parallel costs one latency instead of one per file.
-    """
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one(key: str) -> RemoteFile:
-        async with sem:
-            return await open_remote_async(where, key, **kw)
-
-    return list(await asyncio.gather(*(one(k) for k in keys)))
-
-
-def open_many(where: Any, keys: Sequence[str], **kw: Any) -> list[RemoteFile]:
-    """Synchronous `open_many_async` (runs its own event loop: not from async code)."""
-    return asyncio.run(open_many_async(where, keys, **kw))

@@ -302,7 +302,3 @@ def read_result(data: bytes) -> ShardResult:
             arr = np.lib.format.read_array(io.BytesIO(z.read(name)), allow_pickle=False)
             getattr(out, kind)[var] = arr
     return out
-
-
-def digest_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]

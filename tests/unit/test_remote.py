@@ -17,7 +17,6 @@ from vcube.remote import (
     Prefetcher,
     RemoteFile,
     RemoteReadError,
-    open_many,
     open_remote,
 )
 
@@ -145,20 +144,6 @@ def test_adjacent_missing_blocks_are_one_request(
     assert rf.reads == 4
 
 
-def test_prefetch_fetches_many_ranges_in_one_batch(
-    files: tuple[MemoryStore, dict[str, bytes]],
-) -> None:
-    store, blobs = files
-    rf = RemoteFile(store, "a/0.nc", block_size=4 * KiB, initial_bytes=0)
-    rf.prefetch([(10 * KiB, 11 * KiB), (30 * KiB, 31 * KiB), (0, 8 * KiB)])
-    assert rf.requests == 3  # one HEAD at open; blocks 0-2 are one run, block 7 another
-    before = rf.requests
-    for a, z in [(10 * KiB, 11 * KiB), (30 * KiB, 31 * KiB), (0, 8 * KiB)]:
-        rf.seek(a)
-        assert rf.read(z - a) == blobs["a/0.nc"][a:z]
-    assert rf.requests == before
-
-
 def test_h5py_walk_equals_local_read_with_few_requests(
     files: tuple[MemoryStore, dict[str, bytes]],
 ) -> None:
@@ -213,18 +198,6 @@ def test_prefetcher_yields_in_order_and_learns(
     # Later files find nearly everything prefetched (a block or two moved with the data).
     assert max(misses[1:]) <= 2
     assert sum(misses[1:]) <= misses[0]
-
-
-def test_open_many_fetches_first_blocks_concurrently(
-    files: tuple[MemoryStore, dict[str, bytes]],
-) -> None:
-    store, blobs = files
-    rfs = open_many(store, sorted(blobs), block_size=8 * KiB, initial_bytes=8 * KiB)
-    assert [r.key for r in rfs] == sorted(blobs)
-    for rf in rfs:
-        assert rf.requests == 1
-        assert rf.size == len(blobs[rf.key])
-        assert rf.read(100) == blobs[rf.key][:100]
 
 
 def test_cache_is_bounded(files: tuple[MemoryStore, dict[str, bytes]]) -> None:
