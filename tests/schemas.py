@@ -1,8 +1,9 @@
 """Strict offline validation of rendered manifests against the official CRD / JSON schemas.
 
 Shared by tests/workflows and tests/k8s: ``from tests.schemas import validate_object``.
-The schemas live next to the repository in ``../shared/schemas`` (see its README, "How the
-project uses them"). Kubernetes' API server prunes unknown fields silently, so a typo in a
+The schemas are pinned upstream files kept outside the repository: ``$VCUBE_SCHEMAS``, else
+``../shared/schemas`` next to the repo root; ``scripts/fetch-schemas.sh`` fetches them (README,
+"Development"). Kubernetes' API server prunes unknown fields silently, so a typo in a
 rendered manifest would pass ``kubectl apply`` and do nothing; here an unknown field is an
 error. Core kinds (ServiceAccount, ConfigMap, ...) are not covered: use kubernetes-validate.
 
@@ -18,6 +19,7 @@ Families:
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -26,7 +28,36 @@ from typing import Any
 import jsonschema
 import yaml
 
-SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "shared" / "schemas"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _schemas_dir() -> Path:
+    """``$VCUBE_SCHEMAS`` (relative paths start at the repo root), else ``../shared/schemas``."""
+    configured = Path(os.environ.get("VCUBE_SCHEMAS") or "../shared/schemas")
+    return (REPO / configured).resolve()
+
+
+SCHEMAS_DIR = _schemas_dir()
+MISSING_HELP = (
+    "The tests validate manifests against pinned upstream schemas kept outside the repository, "
+    "in $VCUBE_SCHEMAS (default ../shared/schemas next to the repo root): argo-workflows v4.1.2, "
+    "argo-events v1.9.11, argo-cd v3.5.1, karpenter-provider-aws v1.14.1, eksctl v0.230.0. "
+    "Fetch them with `scripts/fetch-schemas.sh` (needs access to GitHub) or point "
+    "VCUBE_SCHEMAS at a copy."
+)
+
+
+def schema_files() -> dict[str, Path]:
+    """Every schema file (JSON/YAML) under SCHEMAS_DIR by relative path; fails if there are none."""
+    files = {
+        str(p.relative_to(SCHEMAS_DIR)): p
+        for p in sorted(SCHEMAS_DIR.rglob("*"))
+        if p.suffix in (".json", ".yaml")
+    }
+    if not files:
+        raise FileNotFoundError(f"no schema files in {SCHEMAS_DIR}. {MISSING_HELP}")
+    return files
+
 
 # (apiVersion group, kind) -> (family, file relative to SCHEMAS_DIR, definition name or None).
 _CRD = "crd"
@@ -154,10 +185,7 @@ def _strictify(node: Any) -> Any:
 def _load(relpath: str) -> Any:
     path = SCHEMAS_DIR / relpath
     if not path.is_file():
-        raise FileNotFoundError(
-            f"schema file {path} is missing: the shared schemas must sit next to the repo "
-            "(../shared/schemas, see its README)"
-        )
+        raise FileNotFoundError(f"schema file {path} is missing. {MISSING_HELP}")
     if path.suffix == ".json":
         return json.loads(path.read_text())
     return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))

