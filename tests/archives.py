@@ -22,6 +22,7 @@ VARIANT_FILL = np.float32(1e20)
 PACKED_FILL = np.int16(-32768)
 PACKED_SCALE = 0.01
 PACKED_OFFSET = 15.0
+VARIANT_GROUP = "ocean"
 
 
 def variant_member(i: int) -> str:
@@ -35,6 +36,8 @@ def write_variant_archive(
     members: int = 3,
     years: int = 2,
     repo: str | Path | None = None,
+    strings: bool = False,
+    group: bool = False,
 ) -> tuple[list[Path], dict[str, Any]]:
     """An archive shaped unlike the atlas; returns its files (sorted) and a matching spec dict.
 
@@ -42,6 +45,10 @@ def write_variant_archive(
     path), 12 monthly steps per file along a `time` dimension coordinate (standard calendar),
     `tas` float32 (time, y, x) in TWO chunks per file, `sst` int16 packed with scale_factor /
     add_offset / _FillValue, and a static 2-D float64 coordinate `cell_area` (y, x).
+    With `strings`: `label` (time), variable-length strings that differ per file, and
+    `station` (y), static variable-length strings. With `group`: a netCDF4 group `/ocean`
+    holding its own `time` and `depth` and `thetao` float32 (time, depth) (the
+    spec drops it; `spec["cube"]["file_group"] = "ocean"` builds from it instead).
     The spec's repo defaults to `<root>-cube` next to the archive.
     """
     root = Path(root)
@@ -50,7 +57,7 @@ def write_variant_archive(
         member = variant_member(i)
         for year in range(VARIANT_FIRST_YEAR, VARIANT_FIRST_YEAR + years):
             path = root / VARIANT_PATTERN.format(member=member, year=year)
-            _write_variant_file(path, member_index=i, year=year)
+            _write_variant_file(path, member_index=i, year=year, strings=strings, group=group)
             files.append(path)
     spec = {
         "name": "variant",
@@ -63,7 +70,7 @@ def write_variant_archive(
             "shard_by": ["member"],
             "commit_by": "member",
             "inline": [],
-            "drop": [],
+            "drop": [f"/{VARIANT_GROUP}"] if group else [],
         },
         "target": {
             "repo": str(repo if repo is not None else root.with_name(root.name + "-cube")),
@@ -74,7 +81,14 @@ def write_variant_archive(
     return sorted(files), spec
 
 
-def _write_variant_file(path: Path, *, member_index: int, year: int) -> None:
+def variant_labels(member_index: int, year: int) -> list[str]:
+    """The per-step strings of `label` in one variant file (lengths vary, some non-ASCII)."""
+    return [f"{variant_member(member_index)}-{year}-{m:02d}" + "é" * (m % 3) for m in range(12)]
+
+
+def _write_variant_file(
+    path: Path, *, member_index: int, year: int, strings: bool = False, group: bool = False
+) -> None:
     ny, nx = VARIANT_GRID
     rng = np.random.default_rng([member_index, year])
     origin = dt.date(2000, 1, 1)
@@ -143,6 +157,28 @@ def _write_variant_file(path: Path, *, member_index: int, year: int) -> None:
         )
         p[:] = packed
         ds.setncatts({"title": f"variant member {variant_member(member_index)} {year}"})
+        if strings:
+            lab = ds.createVariable("label", str, ("time",))
+            lab.long_name = "step label"
+            lab[:] = np.array(variant_labels(member_index, year), dtype=object)
+            st = ds.createVariable("station", str, ("y",))
+            st[:] = np.array([f"station {j}" for j in range(ny)], dtype=object)
+        if group:
+            # Self-contained, like a model component's output: its own time and depth.
+            g = ds.createGroup(VARIANT_GROUP)
+            g.createDimension("time", 12)
+            g.createDimension("depth", 3)
+            gt = g.createVariable("time", "f8", ("time",), contiguous=True, fill_value=False)
+            gt.setncatts({"units": VARIANT_TIME_UNITS, "calendar": "standard"})
+            gt[:] = days
+            d = g.createVariable("depth", "f8", ("depth",), contiguous=True, fill_value=False)
+            d.units = "m"
+            d[:] = [5.0, 50.0, 500.0]
+            th = g.createVariable(
+                "thetao", "f4", ("time", "depth"), chunksizes=(12, 3), fill_value=VARIANT_FILL
+            )
+            th.units = "degC"
+            th[:] = tas.mean(axis=(1, 2))[:, None] - 273.15 - np.array([0.0, 2.0, 8.0])
 
 
 # --- damaged inputs ---------------------------------------------------------------------------

@@ -308,18 +308,20 @@ def _ensure_array(store: Any, name: str, md: ArrayV3Metadata, *, keep_values: bo
 def _write_static(
     spec: DatasetSpec, template: Template, store: Any, src: storage.Location, pf: Any
 ) -> None:
-    from vcube.scan import chunk_refs, open_h5
+    from vcube.scan import chunk_refs, open_h5, read_values
+    from vcube.template import file_node
 
     checksum = checksum_of(src, pf.version, pf.last_modified)
     url = src.url_of(template.source_key)
     with open_h5(src, template.source_key) as f:
+        node = file_node(f, template.source_key, template.file_group)
         for v in template.variables.values():
             if v.varies:
                 continue
-            ds = f[v.name]
+            ds = node[v.name]
             if v.kind == "inline":
                 arr = zarr.open_array(store, path=v.name, mode="r+")
-                arr[...] = np.asarray(ds[()])
+                arr[...] = read_values(ds)
                 continue
             grid = v.file_grid
             offs, lens = chunk_refs(ds, grid)

@@ -21,7 +21,17 @@ import numpy as np
 
 from vcube import catalog, storage
 from vcube.spec import DatasetSpec
-from vcube.template import Template, TemplateError, compare_fingerprint, fingerprint
+from vcube.template import (
+    Template,
+    TemplateError,
+    VarSchema,
+    attr_text,
+    check_groups,
+    compare_fingerprint,
+    file_node,
+    fingerprint,
+    is_vlen_string,
+)
 
 
 class ScanError(RuntimeError):
@@ -98,10 +108,17 @@ def chunk_refs(ds: h5py.Dataset, grid: tuple[int, ...]) -> tuple[np.ndarray, np.
     lengths = np.zeros(grid, dtype=np.uint64)
     dsid = ds.id
     if ds.chunks is None:
-        if dsid.get_create_plist().get_layout() == h5py.h5d.COMPACT:
+        dcpl = dsid.get_create_plist()
+        layout = dcpl.get_layout()
+        if layout != h5py.h5d.CONTIGUOUS or dcpl.get_external_count():
+            what = "compact storage (inside the object header)"
+            if layout == h5py.h5d.VIRTUAL:
+                what = "HDF5 virtual-dataset layout"
+            elif layout == h5py.h5d.CONTIGUOUS:
+                what = "external storage"
             raise ScanError(
-                f"variable {ds.name.lstrip('/')} has compact storage (inside the object header): "
-                "it cannot be referenced; list it under cube.inline"
+                f"variable {ds.name.lstrip('/')} has {what}: it cannot be referenced; "
+                "list it under cube.inline in the spec"
             )
         off = dsid.get_offset()
         if off is not None:  # None: never written, reads as the fill value
@@ -134,27 +151,68 @@ def scan_file(f: h5py.File, key: str, template: Template, skip_values: set[str])
     """Check one open file against the template; return its chunk refs and inline values."""
     refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     values: dict[str, np.ndarray] = {}
+    try:
+        node = file_node(f, key, template.file_group)
+        check_groups(f, key, template.file_group, template.dropped_groups, set(template.variables))
+    except TemplateError as e:
+        raise ScanError(str(e)) from None
+    dim_cache: dict[Any, str] = {}
     for v in template.variables.values():
         try:
-            ds = f[v.name]
+            ds = node[v.name]
         except KeyError:
             raise ScanError(f"{key}: variable {v.name} is missing (the template has it)") from None
+        fp = fingerprint(ds, dim_cache)
         try:
-            compare_fingerprint(key, v.name, v.fingerprint, fingerprint(ds))
+            convert = compare_fingerprint(key, v.name, v.fingerprint, fp, inline=v.kind == "inline")
         except TemplateError as e:
             raise ScanError(str(e)) from None
+        if convert and not v.varies:
+            # Written once, from the template file: this file's values never reach the cube.
+            a = convert[0]
+            raise ScanError(
+                f"{key}: variable {v.name} differs from the template: attribute {a} "
+                f"{fp['attrs'][a]!r} (template: {v.fingerprint['attrs'][a]!r}); it does not vary "
+                "along the concat dims, so the cube holds the template file's values only"
+            )
         if not v.varies:
             continue
         try:
             if v.kind == "virtual":
                 refs[v.name] = chunk_refs(ds, v.file_grid)
             elif v.name not in skip_values:
-                values[v.name] = np.asarray(ds[()])
+                values[v.name] = read_values(ds)
+                if convert:
+                    values[v.name] = convert_inline(key, v, ds, values[v.name], convert)
         except ScanError as e:
             raise ScanError(f"{key}: {e}") from None
         except OSError as e:
             raise ScanError(f"{key}: cannot read variable {v.name} ({_h5msg(e)})") from None
     return FileScan(refs, values)
+
+
+def read_values(ds: h5py.Dataset) -> np.ndarray:
+    """All values of a small variable; variable-length strings as text, not bytes."""
+    if h5py.check_string_dtype(ds.dtype) is not None and ds.dtype.kind == "O":
+        return np.asarray(ds.asstr()[()], dtype=object)
+    return np.asarray(ds[()])
+
+
+def convert_inline(
+    key: str, v: VarSchema, ds: h5py.Dataset, values: np.ndarray, attrs: list[str]
+) -> np.ndarray:
+    """An inline variable whose `units`/`calendar` (listed in `attrs`) differ from the
+    template's: its values in the template's encoding (decoded with the file's own attributes,
+    encoded with the template's, `v.fingerprint["attrs"]`).
+
+    Not implemented here yet: refused, so a file never lands with the wrong encoding.
+    """
+    a = attrs[0]
+    raise ScanError(
+        f"{key}: variable {v.name} differs from the template: attribute {a} "
+        f"{attr_text(ds.attrs[a])!r} (template: {v.fingerprint['attrs'].get(a)!r}); converting "
+        "it is not supported"
+    )
 
 
 def scan_shard(
@@ -174,7 +232,7 @@ def scan_shard(
     n = len(files)
     offsets = {v.name: np.zeros((n, *v.file_grid), np.uint64) for v in virt}
     lengths = {v.name: np.zeros((n, *v.file_grid), np.uint64) for v in virt}
-    values = {v.name: np.zeros((n, *v.file_shape), np.dtype(v.fingerprint["dtype"])) for v in inl}
+    values = {v.name: np.zeros((n, *v.file_shape), _value_dtype(v)) for v in inl}
     # Remote files are opened ahead in the background, each with the blocks the previous walks
     # touched (vcube.remote.Prefetcher): about one round trip per file instead of one per miss.
     readers: Iterator[Any] | None = None
@@ -218,8 +276,15 @@ def scan_shard(
     }
     arrays = {f"offsets/{k}": a for k, a in offsets.items()}
     arrays |= {f"lengths/{k}": a for k, a in lengths.items()}
-    arrays |= {f"values/{k}": a for k, a in values.items()}
+    # Strings are stored as fixed-width unicode: a result holds no pickled objects.
+    arrays |= {
+        f"values/{k}": a.astype(str) if a.dtype.kind == "O" else a for k, a in values.items()
+    }
     return write_result(meta, arrays)
+
+
+def _value_dtype(v: VarSchema) -> np.dtype:
+    return np.dtype(object) if is_vlen_string(v.fingerprint) else np.dtype(v.fingerprint["dtype"])
 
 
 def _scan_one(

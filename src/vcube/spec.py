@@ -98,6 +98,28 @@ class CubeSpec(_Model):
     inline: list[str] = []
     drop: list[str] = []
     template: str | None = None  # a source key; default: the first planned file
+    # The netCDF4/HDF5 group inside each file that the cube is built from ("a/b"); default: the
+    # root. Other groups in the files must be listed under `drop` as "/path" (left out).
+    file_group: str | None = None
+
+    @field_validator("file_group")
+    @classmethod
+    def _group_path(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip("/") or "//" in v):
+            raise ValueError(
+                "file_group names a group inside the files, e.g. 'ocean' or 'model/ocean' "
+                "(leave it out to build from the root group)"
+            )
+        return v.strip("/") if v is not None else None
+
+    @property
+    def dropped_groups(self) -> list[str]:
+        """Groups of the files to leave out: the `drop` entries that start with '/'."""
+        return [d.strip("/") for d in self.drop if d.startswith("/")]
+
+    @property
+    def dropped_variables(self) -> list[str]:
+        return [d for d in self.drop if not d.startswith("/")]
 
     @property
     def dim_names(self) -> list[str]:
