@@ -1,0 +1,483 @@
+"""The fan-in at atlas size over S3 with 20 ms per request (issue 10): what one commit costs on a
+fresh repo and deep into the history, and what concurrent writers on one branch achieve.
+
+    python -m bench.fanin [--groups 690] [--files 720] [--edge 10] [--writers 1,5,25]
+                          [--writer-commits 100] [--out bench/results]
+
+Everything runs against the local moto S3 server (tests/support/s3server.py) behind the latency
+proxy (tests/support/faultproxy.py, 20 ms before every request), which counts the requests.
+
+- **Commit cost.** A synthetic listing with the atlas's layout (G polygons x 4 injection months
+  x F/4 months) is planned by vcube's planner; every shard gets a synthetic scan result whose
+  refs are real refs of a small sample archive (cycled), with the atlas's 34 virtual variables
+  and inline values: 720 files x 34 = 24,480 refs per group. The first and last `edge` groups
+  are committed by `vcube commit` in a child process each (as an Argo pod does: wall time, CPU
+  of all threads, peak RSS, S3 requests); the groups between them by one long-lived child process
+  (as a single committer would: per-commit wall, CPU and requests, the trend with history).
+- **Concurrent writers** (design b). For N writers, a fresh repo; N child processes each commit
+  their own groups to the same branch with vcube's commit code (rebase on conflict as `main` does
+  when this runs); commits per minute and rebase attempts are counted in each writer.
+
+The grid of the sample files is small (48x40): the refs' count, the manifests and the inline
+values a commit writes do not depend on it (one chunk per variable per file, like the atlas).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import common
+from bench.commit_scale import synthetic_listing, write_shard_results
+from tests.support.faultproxy import FaultProxy, RequestRecord
+from tests.support.s3server import AWS_ENV_TO_CLEAR, REGION, S3Server, dummy_aws_env
+from vcube import catalog, cube, scan, template
+from vcube.spec import DatasetSpec
+
+BUCKET = "fanin"
+LATENCY = 0.02
+VCUBE = str(Path(sys.executable).parent / "vcube")
+
+
+def _opts(endpoint: str) -> dict[str, Any]:
+    return {"endpoint": endpoint, "region": REGION, "force_path_style": True, "allow_http": True}
+
+
+def _spec(arch: common.Archive, label: str, endpoint: str) -> DatasetSpec:
+    return common.atlas_spec(
+        str(arch.root),
+        f"s3://{BUCKET}/{label}",
+        target_storage=_opts(endpoint),
+        work=f"s3://{BUCKET}/work",
+    )
+
+
+def _write_spec(spec: DatasetSpec, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+def percentile(xs: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100): with 10 samples, p95 is the largest."""
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, int(-(-q * len(s) // 100)) - 1))
+    return float(s[k])
+
+
+def _summary(xs: list[float]) -> dict[str, float]:
+    return {
+        "p50": percentile(xs, 50),
+        "p95": percentile(xs, 95),
+        "min": min(xs),
+        "max": max(xs),
+        "n": len(xs),
+    }
+
+
+# --- setup: plan, template, init, shard results -------------------------------------------------
+
+
+def prepare(
+    arch: common.Archive, direct: DatasetSpec, *, groups: int, files: int
+) -> tuple[catalog.Plan, template.Template, catalog.PlannedFile]:
+    """Plan the synthetic listing and write the plan, the template and every shard result
+    into the shared work area (straight to the server: setup, not measured)."""
+    real_planned = [pf for fs in common.plan_files(direct).values() for pf in fs]
+    tmpl = template.derive_template(direct, real_planned[0].key)
+    src = catalog.source_location(direct)
+    real = []
+    for pf in real_planned:
+        with scan.open_h5(src, pf.key) as f:
+            real.append((pf, scan.scan_file(f, pf.key, tmpl, set())))
+    listing = synthetic_listing(
+        groups, files // 4, real_planned[0].size, datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    plan, shard_files = catalog.build_plan(direct, listing)
+    work = catalog.work_location(direct)
+    from vcube import storage
+
+    storage.write_bytes(work, catalog.PLAN_KEY, plan.to_json())
+    template.save_template(direct, tmpl)
+    t0 = time.perf_counter()
+
+    def one(sid: str) -> None:
+        write_shard_results(direct, tmpl, plan, {sid: shard_files[sid]}, real)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, shard_files))
+    common.log(
+        f"fanin: {len(shard_files)} shard results written in {time.perf_counter() - t0:.0f} s"
+    )
+    return plan, tmpl, real_planned[0]
+
+
+def init_repo(spec: DatasetSpec, plan: catalog.Plan, tmpl: template.Template, pf: Any) -> None:
+    cube.init_cube(spec, plan, tmpl, pf)
+
+
+# --- measuring child processes ------------------------------------------------------------------
+
+
+def _requests(proxy: FaultProxy, t0: float, t1: float) -> list[RequestRecord]:
+    return [r for r in proxy.stats.records if t0 <= r.started <= t1]
+
+
+def _by_method(recs: list[RequestRecord]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in recs:
+        out[r.method] = out.get(r.method, 0) + 1
+    return out
+
+
+def run_child(args: list[str], proxy: FaultProxy | None = None) -> tuple[str, dict[str, float]]:
+    """Run `python -m bench.fanin ...` in a child; its stdout and its rusage (CPU, peak RSS)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.fanin", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=common.ROOT,
+    )
+    holder: dict[str, bytes] = {}
+
+    def drain() -> None:
+        holder["err"] = proc.stderr.read() if proc.stderr else b""
+
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    out_b = proc.stdout.read() if proc.stdout else b""
+    _, status, ru = os.wait4(proc.pid, 0)
+    t.join()
+    if status != 0:
+        raise RuntimeError(
+            f"bench.fanin {args[0]} failed: {holder.get('err', b'').decode()[-3000:]}"
+        )
+    return out_b.decode(), {
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "peak_rss_mb": ru.ru_maxrss / 1024,
+    }
+
+
+# --- child entry points -------------------------------------------------------------------------
+
+
+def _commit_loop(spec_path: str, groups: list[str], *, count_rebases: bool) -> list[dict[str, Any]]:
+    """Commit groups one after another in this process; per commit: wall, CPU, tries."""
+    import icechunk
+
+    from vcube import spec as spec_mod
+    from vcube import steps
+
+    counts = {"commit_calls": 0, "conflicts": 0, "rebases": 0}
+    if count_rebases:
+        orig_commit, orig_rebase = icechunk.Session.commit, icechunk.Session.rebase
+
+        def commit(self: Any, *a: Any, **k: Any) -> Any:
+            counts["commit_calls"] += 1
+            try:
+                return orig_commit(self, *a, **k)
+            except icechunk.ConflictError:
+                counts["conflicts"] += 1
+                raise
+
+        def rebase(self: Any, *a: Any, **k: Any) -> Any:
+            counts["rebases"] += 1
+            return orig_rebase(self, *a, **k)
+
+        icechunk.Session.commit = commit  # type: ignore[method-assign]
+        icechunk.Session.rebase = rebase  # type: ignore[method-assign]
+    sp = spec_mod.load_spec(spec_path)
+    out = []
+    for g in groups:
+        before = dict(counts)
+        c0, t0, w0 = time.process_time(), time.perf_counter(), time.monotonic()
+        error = None
+        try:
+            res = steps.commit_step(sp, g)
+        except Exception as e:  # a writer that gives up is a result, not a crash of the bench
+            res, error = {}, f"{type(e).__name__}: {e}"[:300]
+        out.append(
+            {
+                "group": g,
+                "wall_s": time.perf_counter() - t0,
+                "cpu_s": time.process_time() - c0,
+                "start": w0,
+                "end": time.monotonic(),
+                "changed": res.get("changed"),
+                "refs": res.get("refs"),
+                "error": error,
+                **{k: counts[k] - before[k] for k in counts},
+            }
+        )
+        print(json.dumps(out[-1]), file=sys.stderr, flush=True)
+    return out
+
+
+def child_main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["loop"])
+    ap.add_argument("spec")
+    ap.add_argument("--groups", required=True)
+    ap.add_argument("--ready-dir", help="say ready here, then wait for the file `go`")
+    a = ap.parse_args(argv)
+    os.environ.setdefault("ICECHUNK_LOG", "error")
+    if a.ready_dir:
+        from vcube import spec as spec_mod
+        from vcube import steps  # noqa: F401 - imported before the start, like a running pod
+
+        cube.open_repo(spec_mod.load_spec(a.spec))
+        ready = Path(a.ready_dir)
+        (ready / str(os.getpid())).touch()
+        while not (ready / "go").exists():
+            time.sleep(0.01)
+    res = _commit_loop(a.spec, a.groups.split(","), count_rebases=True)
+    print(json.dumps(res))
+
+
+# --- the measurements ---------------------------------------------------------------------------
+
+
+def commit_cost(
+    arch: common.Archive,
+    server: S3Server,
+    proxy: FaultProxy,
+    plan: catalog.Plan,
+    tmpl: template.Template,
+    pf: Any,
+    tmp: Path,
+    *,
+    edge: int,
+    upto: int,
+) -> dict[str, Any]:
+    label = "cost"
+    direct, via = _spec(arch, label, server.endpoint), _spec(arch, label, proxy.endpoint)
+    init_repo(direct, plan, tmpl, pf)
+    path = _write_spec(via, tmp / "cost.yaml")
+    groups = list(plan.groups)[:upto]
+    first, middle, last = groups[:edge], groups[edge:-edge], groups[-edge:]
+    res: dict[str, Any] = {"groups_committed": len(groups), "edge": edge}
+    res["fresh"] = _cli_series(path, first, proxy)
+    t0 = time.monotonic()
+    if middle:
+        out, ru = run_child(["loop", str(path), "--groups", ",".join(middle)])
+        loop = json.loads(out.strip().splitlines()[-1])
+        for r in loop:
+            recs = _requests(proxy, r["start"], r["end"])
+            r["requests"] = len(recs)
+        res["one_process"] = {"commits": loop, "rusage": ru}
+    res["middle_wall_s"] = time.monotonic() - t0
+    res["tip"] = _cli_series(path, last, proxy)
+    res["history_commits_before_tip"] = 1 + len(first) + len(middle)
+    return res
+
+
+def _cli_series(path: Path, groups: list[str], proxy: FaultProxy) -> dict[str, Any]:
+    rows = []
+    for g in groups:
+        t0 = time.monotonic()
+        out_args = ["--group", g]
+        proc_t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [VCUBE, "commit", str(path), *out_args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=common.ROOT,
+        )
+        out_b = proc.stdout.read() if proc.stdout else b""
+        err_b = proc.stderr.read() if proc.stderr else b""
+        _, status, ru = os.wait4(proc.pid, 0)
+        t1 = time.monotonic()
+        if status != 0:
+            raise RuntimeError(f"vcube commit --group {g} failed: {err_b.decode()[-2000:]}")
+        summary = json.loads(out_b)
+        recs = _requests(proxy, proc_t0, t1)
+        rows.append(
+            {
+                "group": g,
+                "wall_s": t1 - t0,
+                "commit_s": summary["seconds"],
+                "cpu_s": ru.ru_utime + ru.ru_stime,
+                "peak_rss_mb": ru.ru_maxrss / 1024,
+                "refs": summary["refs"],
+                "changed": summary["changed"],
+                "requests": len(recs),
+                "by_method": _by_method(recs),
+            }
+        )
+        common.log(
+            f"fanin: vcube commit {g}: {rows[-1]['wall_s']:.2f} s wall "
+            f"({summary['seconds']:.2f} s in commit), {rows[-1]['cpu_s']:.2f} s CPU, "
+            f"{rows[-1]['peak_rss_mb']:.0f} MB, {len(recs)} requests"
+        )
+    return {
+        "commits": rows,
+        "wall_s": _summary([r["wall_s"] for r in rows]),
+        "commit_s": _summary([r["commit_s"] for r in rows]),
+        "cpu_s": _summary([r["cpu_s"] for r in rows]),
+        "peak_rss_mb": _summary([r["peak_rss_mb"] for r in rows]),
+        "requests": _summary([float(r["requests"]) for r in rows]),
+    }
+
+
+def writers(
+    arch: common.Archive,
+    server: S3Server,
+    proxy: FaultProxy,
+    plan: catalog.Plan,
+    tmpl: template.Template,
+    pf: Any,
+    tmp: Path,
+    *,
+    n: int,
+    commits: int,
+) -> dict[str, Any]:
+    """N writers committing disjoint groups to one branch of a fresh repo, all at once."""
+    label = f"writers-{n}"
+    direct, via = _spec(arch, label, server.endpoint), _spec(arch, label, proxy.endpoint)
+    init_repo(direct, plan, tmpl, pf)
+    path = _write_spec(via, tmp / f"{label}.yaml")
+    groups = list(plan.groups)[:commits]
+    mine = [groups[i::n] for i in range(n)]
+    ready = tmp / f"{label}.ready"
+    ready.mkdir()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.fanin",
+                "loop",
+                str(path),
+                "--groups",
+                ",".join(gs),
+                "--ready-dir",
+                str(ready),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=common.ROOT,
+        )
+        for gs in mine
+        if gs
+    ]
+    while len(list(ready.iterdir())) < len(procs):  # every writer imported, repo open
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("a writer exited before the start")
+        time.sleep(0.1)
+    (ready / "go").touch()
+    rows: list[dict[str, Any]] = []
+    cpu = 0.0
+    peak = 0.0
+    for p in procs:
+        out_b = p.stdout.read() if p.stdout else b""
+        _, status, ru = os.wait4(p.pid, 0)
+        if status != 0:
+            raise RuntimeError(f"writer failed (status {status})")
+        rows += json.loads(out_b.decode().strip().splitlines()[-1])
+        cpu += ru.ru_utime + ru.ru_stime
+        peak = max(peak, ru.ru_maxrss / 1024)
+    ok = [r for r in rows if r["error"] is None]
+    t_first = min(r["start"] for r in rows)
+    t_last = max(r["end"] for r in rows)
+    span = t_last - t_first
+    landed = [r for r in ok if r["changed"]]
+    repo = cube.open_repo(direct)
+    hist = cube.history(repo, direct.target.branch)
+    res = {
+        "writers": n,
+        "groups": len(rows),
+        "committed": len(landed),
+        "failed": [r for r in rows if r["error"]],
+        "in_history": len(hist.groups),
+        "span_s": span,
+        "commits_per_min": len(landed) / span * 60 if span else 0.0,
+        "conflicts": sum(r["conflicts"] for r in rows),
+        "rebases": sum(r["rebases"] for r in rows),
+        "commit_calls": sum(r["commit_calls"] for r in rows),
+        "rebases_per_commit": _summary([float(r["rebases"]) for r in ok]) if ok else {},
+        "max_rebases_one_commit": max((r["rebases"] for r in rows), default=0),
+        "commit_wall_s": _summary([r["wall_s"] for r in ok]) if ok else {},
+        "cpu_s_all_writers": cpu,
+        "cpu_s_per_commit": cpu / max(1, len(landed)),
+        "peak_rss_mb_one_writer": peak,
+        "commits": rows,
+    }
+    common.log(
+        f"fanin: {n} writers: {len(landed)} commits in {span:.0f} s = "
+        f"{res['commits_per_min']:.1f}/min, {res['rebases']} rebases, "
+        f"{len(res['failed'])} failed, {hist.groups.__len__()} groups in the history"
+    )
+    return res
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--groups", type=int, default=690, help="groups planned and committed")
+    ap.add_argument("--files", type=int, default=720, help="files per group (a multiple of 4)")
+    ap.add_argument("--edge", type=int, default=10, help="CLI commits at the start and the tip")
+    ap.add_argument("--writers", default="1,5,25")
+    ap.add_argument("--writer-commits", type=int, default=100)
+    ap.add_argument("--skip-cost", action="store_true")
+    ap.add_argument("--out", type=Path, default=common.RESULTS)
+    args = ap.parse_args(argv)
+    arch = common.ensure_archive("fanin-archive", polygons=1, dates=4, months=2, grid=(48, 40))
+    env_before = dict(os.environ)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fanin-"))
+    for name in AWS_ENV_TO_CLEAR:
+        os.environ.pop(name, None)
+    os.environ.update(dummy_aws_env(tmp))  # dummy keys for the local server, this run only
+    for name in ("config", "credentials"):  # empty: nothing from ~/.aws, and no warning
+        (tmp / name).touch()
+    os.environ.setdefault("ICECHUNK_LOG", "error")
+    results: dict[str, Any] = {
+        "machine": common.machine(),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "code": common.code_version(),
+        "latency_s": LATENCY,
+        "files_per_group": args.files,
+        "groups": args.groups,
+        "command": "python -m bench.fanin " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    out_path = args.out / "fanin.json"
+    try:
+        with S3Server() as server:
+            server.create_bucket(BUCKET)
+            with FaultProxy("127.0.0.1", server.port, latency=LATENCY, lifetime=6 * 3600) as proxy:
+                direct = _spec(arch, "cost", server.endpoint)
+                plan, tmpl, pf = prepare(arch, direct, groups=args.groups, files=args.files)
+                results["virtual_vars"] = len(tmpl.virtual_varying())
+                results["inline_varying"] = [v.name for v in tmpl.inline_varying()]
+                for n in [int(x) for x in args.writers.split(",") if x]:
+                    results[f"writers_{n}"] = writers(
+                        arch, server, proxy, plan, tmpl, pf, tmp, n=n, commits=args.writer_commits
+                    )
+                    common.dump(out_path, results)
+                if not args.skip_cost:
+                    results["cost"] = commit_cost(
+                        arch, server, proxy, plan, tmpl, pf, tmp, edge=args.edge, upto=args.groups
+                    )
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+        results["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
+        results["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        common.dump(out_path, results)
+    common.log(f"fanin: wrote {out_path}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "loop":
+        child_main(sys.argv[1:])
+    else:
+        main()
