@@ -132,8 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-missing", action="store_true")
     s.add_argument("--samples", type=int, default=3)
     s.add_argument("--quiet", action="store_true", help="no progress bars")
-    s = cmd("status", "committed / pending / failed groups, and an Argo workflow's progress")
+    s = cmd(
+        "status",
+        "per group: committed / failed / changed / waiting / scanning / pending; "
+        "an Argo workflow's progress",
+    )
     s.add_argument("--workflow", help="also show this Argo workflow's phase and progress")
+    s.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also draw groups x shards coloured by state (needs the 'plot' extra: matplotlib)",
+    )
     cmd("info", "print the Python snippet that opens the cube")
     return p
 
@@ -163,7 +172,7 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
         if args.outputs_dir:
             from vcube import catalog
 
-            groups = steps.groups_listing(catalog.load_plan(spec), only=_ids(args.groups))
+            groups = steps.groups_listing(spec, catalog.load_plan(spec), only=_ids(args.groups))
             Path(args.outputs_dir).mkdir(parents=True, exist_ok=True)
             (Path(args.outputs_dir) / "groups.json").write_text(json.dumps(groups))
         return summary
@@ -177,6 +186,17 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
         return steps.validate_step(spec, samples=args.samples, groups=_ids(args.groups))
     if args.command == "status":
         summary = steps.status_step(spec)
+        print(
+            "status: "
+            + ", ".join(f"{n} {state}" for state, n in summary["counts"].items())
+            + f" (of {len(summary['groups'])} groups)",
+            file=sys.stderr,
+        )
+        if args.plot:
+            from vcube.status import plot_status
+
+            plot_status(summary, args.plot, title=f"{spec.name}: {len(summary['groups'])} groups")
+            summary["plot"] = args.plot
         if args.workflow:
             from vcube import argo
 
@@ -218,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     from vcube.cube import CommitError
     from vcube.scan import ScanError
     from vcube.spec import SpecError
+    from vcube.status import PlotUnavailable
     from vcube.storage import StorageError
     from vcube.template import TemplateError
     from vcube.validate import ValidationFailed
@@ -227,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vcube: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except SpecError as e:
+    except (SpecError, PlotUnavailable) as e:
         print(f"vcube: {e}", file=sys.stderr)
         return EXIT_USAGE
     except StorageError as e:

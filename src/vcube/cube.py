@@ -683,20 +683,6 @@ def _some(groups: dict[str, Any]) -> str:
     return ", ".join(ids[:5]) + (f", ... ({len(ids)} in all)" if len(ids) > 5 else "")
 
 
-def group_summary(plan: Plan, hist: History, template: Template | None) -> dict[str, str]:
-    """committed / changed (committed with other inputs) / pending, per group."""
-    out = {}
-    for g in plan.groups:
-        snap = hist.groups.get(g)
-        if snap is None:
-            out[g] = "pending"
-        elif template is None or snap.metadata.get("inputs") == inputs_digest(plan, template, g):
-            out[g] = "committed"
-        else:
-            out[g] = "changed"
-    return out
-
-
 def opening_snippet(spec: DatasetSpec) -> str:
     """Three lines of Python that open the cube with xarray, needing nothing but this snippet."""
     repo = storage.resolve(spec.target.repo, spec.target.storage)

@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from vcube import catalog, cube, steps, template
+from vcube import catalog, cube, status, steps, template
 from vcube.spec import DatasetSpec
 
 
@@ -59,8 +59,8 @@ def run_local(
         + ("created/grew the cube" if init_summary["changed"] else "cube already initialized")
     )
     hist = cube.history(cube.open_repo(spec), spec.target.branch)
-    states = cube.group_summary(plan, hist, template.load_template(spec))
-    todo = [g for g in plan.groups if (not groups or g in groups) and states[g] != "committed"]
+    work = status.needs_work(plan, hist, template.load_template(spec))
+    todo = [g for g in plan.groups if (not groups or g in groups) and work[g]]
     selected = [g for g in plan.groups if not groups or g in groups]
     if not todo:
         say(f"nothing to do: all {len(selected)} selected groups are already committed")

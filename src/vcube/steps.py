@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from vcube import catalog, cube, scan, storage, template
+from vcube import catalog, cube, scan, status, storage, template
 from vcube.catalog import Plan
 from vcube.spec import DatasetSpec
 
@@ -23,11 +23,13 @@ Progress = Callable[[int, int], None]
 def plan_step(spec: DatasetSpec, *, allow_missing: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     plan = catalog.make_plan(spec, allow_missing=allow_missing)
+    todo = groups_listing(spec, plan)
     return {
         "step": "plan",
         "files": plan.n_files,
         "shards": len(plan.shards),
         "groups": len(plan.groups),
+        "todo": len(todo),  # groups not committed with their current inputs
         "dims": {d["name"]: d["length"] for d in plan.dims},
         "missing": len(plan.missing),
         "unexpected": len(plan.unexpected),
@@ -37,10 +39,18 @@ def plan_step(spec: DatasetSpec, *, allow_missing: bool = False) -> dict[str, An
     }
 
 
-def groups_listing(plan: Plan, only: list[str] | None = None) -> list[dict[str, Any]]:
-    """What Argo fans out over: group ids and their shard ids, nothing else."""
+def groups_listing(
+    spec: DatasetSpec, plan: Plan, only: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """What Argo fans out over: the groups that need work (not committed with their current
+    inputs), as group and shard ids only. Nothing to do: an empty list."""
     check_groups(plan, only)
-    return [{"group": g, "shards": s} for g, s in plan.groups.items() if not only or g in only]
+    todo = status.needs_work(plan, status.read_history(spec), status.current_template(spec, plan))
+    return [
+        {"group": g, "shards": s}
+        for g, s in plan.groups.items()
+        if todo[g] and (not only or g in only)
+    ]
 
 
 def check_groups(plan: Plan, groups: list[str] | None) -> None:
@@ -144,42 +154,5 @@ def validate_step(
 
 
 def status_step(spec: DatasetSpec) -> dict[str, Any]:
-    """What the repo has committed next to what the plan asks for, and which scans failed."""
-    plan = catalog.load_plan(spec)
-    repo = cube.open_repo(spec)
-    hist = cube.history(repo, spec.target.branch)
-    try:
-        tmpl: template.Template | None = template.load_template(spec)
-    except template.TemplateError:
-        tmpl = None  # not initialized yet
-    states = cube.group_summary(plan, hist, tmpl)
-    work = catalog.work_location(spec)
-    failed: dict[str, str] = {}
-    for info in storage.list_objects(work, prefix="errors/"):
-        sid = info.key.removeprefix("errors/").removesuffix(".json")
-        if sid in plan.shards:
-            failed[sid] = json.loads(storage.read_bytes(work, info.key)).get("error", "?")
-    groups = {}
-    for g, committed_state in states.items():
-        state = committed_state
-        snap = hist.groups.get(g)
-        bad = {s: failed[s] for s in plan.groups[g] if s in failed}
-        if state != "committed" and bad:
-            state = "failed"
-        entry: dict[str, Any] = {"state": state}
-        if snap is not None:
-            entry["snapshot"] = snap.id
-            entry["written_at"] = snap.written_at.isoformat()
-        if bad:
-            entry["failed_shards"] = bad
-        groups[g] = entry
-    counts: dict[str, int] = {}
-    for e in groups.values():
-        counts[e["state"]] = counts.get(e["state"], 0) + 1
-    return {
-        "step": "status",
-        "initialized": hist.init is not None,
-        "counts": counts,
-        "groups": groups,
-        "tip": hist.tip,
-    }
+    """What the repo has committed next to what the plan asks for, per group and shard."""
+    return status.status(spec)
