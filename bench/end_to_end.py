@@ -14,15 +14,12 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from bench import common
-
-warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
 
 
 def vcube_run(spec_path: Path, repo: Path, workers: int) -> float:

@@ -12,13 +12,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-import warnings
 from pathlib import Path
 
 from bench import common
 from vcube import catalog, cube, spec, template
-
-warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
 
 
 def main(argv: list[str] | None = None) -> None:

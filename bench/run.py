@@ -11,13 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 from bench import common
-
-warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
 
 SECTIONS = ("scan_local", "commit_scale", "scan_s3", "end_to_end")
 

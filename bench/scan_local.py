@@ -7,7 +7,6 @@ measures CPU cost of parsing HDF5 metadata, not disk speed.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,6 @@ import h5py
 
 from bench import common
 from vcube import catalog, scan
-
-warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
 
 
 def h5py_floor(path: Path) -> int:

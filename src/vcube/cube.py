@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,8 +27,6 @@ from vcube.catalog import Plan
 from vcube.scan import ShardResult, read_result, result_digest, result_key
 from vcube.spec import DatasetSpec
 from vcube.template import Template, VarSchema
-
-warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
 
 META_KIND = "vcube"
 COMMIT_TRIES = 50

@@ -73,11 +73,15 @@ class Location:
         """The full URL of an object, percent-encoding what a URL reserves (Icechunk wants that)."""
         return self.url + urllib.parse.quote(key, safe="/-_.~!$&'()*+,;=:@")
 
+    @property
+    def absent(self) -> bool:
+        """A local directory that does not exist (yet): nothing to read, made by the first write."""
+        return self.is_local and not self.local_path.is_dir()
+
     @cached_property
     def store(self) -> Any:
-        """The obstore store rooted at this location."""
+        """The obstore store rooted at this location (a local one needs its directory)."""
         if self.is_local:
-            self.local_path.mkdir(parents=True, exist_ok=True)
             return LocalStore(prefix=self.local_path)
         o = self.options
         config: dict[str, Any] = {}
@@ -139,7 +143,7 @@ def list_objects(loc: Location, prefix: str = "") -> Iterator[ObjectInfo]:
     prefix (the atlas: 690 polygon prefixes of 720 keys instead of 497 pages one after another).
     """
     if loc.is_local:
-        if not loc.local_path.exists():
+        if loc.absent:
             raise StorageError(f"cannot list {loc.url}: directory does not exist")
         yield from _list_flat(loc, prefix)
         return
@@ -177,6 +181,8 @@ def _list_flat(loc: Location, prefix: str) -> Iterator[ObjectInfo]:
 
 
 def read_bytes(loc: Location, key: str) -> bytes:
+    if loc.absent:
+        raise FileNotFoundError(f"{loc.url_of(key)} does not exist")
     try:
         return bytes(obstore.get(loc.store, key).bytes())
     except FileNotFoundError:
@@ -189,6 +195,8 @@ def read_bytes(loc: Location, key: str) -> bytes:
 
 def write_bytes(loc: Location, key: str, data: bytes) -> None:
     """Write one object atomically (a local put goes through a temporary file and a rename)."""
+    if loc.absent:
+        loc.local_path.mkdir(parents=True, exist_ok=True)
     try:
         obstore.put(loc.store, key, data)
     except Exception as e:
@@ -198,6 +206,8 @@ def write_bytes(loc: Location, key: str, data: bytes) -> None:
 def delete(loc: Location, key: str, *, tries: int = 5) -> None:
     """Delete one object if it exists. S3 deletes go out as POST, which the client does not
     retry on a dropped connection, so they are retried here (deleting twice is harmless)."""
+    if loc.absent:
+        return
     for attempt in range(tries):
         try:
             obstore.delete(loc.store, key)
@@ -211,6 +221,8 @@ def delete(loc: Location, key: str, *, tries: int = 5) -> None:
 
 
 def exists(loc: Location, key: str) -> bool:
+    if loc.absent:
+        return False
     try:
         obstore.head(loc.store, key)
     except (FileNotFoundError, NotFoundError):
