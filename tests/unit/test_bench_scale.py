@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from bench import scale
+from tests.conftest import write_spec
 from vcube import catalog, steps
-from vcube.spec import load_spec
 from vcube.storage import ObjectInfo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,10 +105,15 @@ def test_an_exit_handler_is_modelled_like_argo_counts_it() -> None:
     assert with_handler == len(scale.parent_workflow_nodes(5, 2)) + 1 + 2 + 1
 
 
-def test_groups_output_is_what_plan_writes_for_the_atlas(atlas: scale.ScaleReport) -> None:
+def test_groups_output_is_what_plan_writes_for_the_atlas(
+    atlas: scale.ScaleReport, tmp_path: Path
+) -> None:
     """The model's `groups.json` equals the planner's for an atlas-shaped listing (one month per
-    series: the groups output does not depend on the series length)."""
-    spec = load_spec(REPO / "datasets/oae-atlas.yaml")
+    series: the groups output does not depend on the series length). The cube is local and
+    not built yet, so every group needs work and is listed."""
+    raw = yaml.safe_load((REPO / "datasets/oae-atlas.yaml").read_text())
+    raw["target"] = {"repo": str(tmp_path / "cube"), "branch": "main"}
+    _, spec = write_spec(tmp_path / "atlas.yaml", raw)
     t = datetime(2024, 1, 1, tzinfo=UTC)
     listing = [
         ObjectInfo(f"{p:03d}/{m}/alk-forcing.{p:03d}-1999-{m}.pop.h.0347-{m}.nc", 1, t, f'"{p}{m}"')
@@ -116,7 +121,7 @@ def test_groups_output_is_what_plan_writes_for_the_atlas(atlas: scale.ScaleRepor
         for m in ("01", "04", "07", "10")
     ]
     plan, _ = catalog.build_plan(spec, listing)
-    listed = steps.groups_listing(plan)
+    listed = steps.groups_listing(spec, plan)
     assert listed == scale.atlas_groups()
     assert atlas.groups_json_bytes == len(json.dumps(listed).encode())  # as the CLI writes it
 
