@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .kube import STRATEGIC, ApiError, Client, now_rfc3339
+from .kube import ApiError, Client, now_rfc3339
 
 log = logging.getLogger("nodeagent.nodes")
 
@@ -191,7 +191,8 @@ class NodeManager:
                 "architecture": "amd64",
             },
         }
-        self.client.patch(f"/api/v1/nodes/{spec.name}/status", {"status": status}, STRATEGIC)
+        # A merge patch replaces lists: addresses and conditions are exactly these.
+        self.client.patch(f"/api/v1/nodes/{spec.name}/status", {"status": status})
 
     def _renew_lease(self, spec: NodeSpec) -> None:
         path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{spec.name}"
