@@ -76,6 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="kubelet endpoint on the host IP: kubectl logs, Argo's kill-by-exec; 0: none "
         "(default: %(default)s)",
     )
+    p.add_argument(
+        "--default-workdir",
+        default="/",
+        help="working directory of containers without workingDir, standing in for the image's "
+        "WORKDIR (default: %(default)s)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -106,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         nodes=nodes,
         extra_env=extra_env,
         kubelet_port=args.kubelet_port,
+        default_workdir=args.default_workdir,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -32,6 +32,7 @@ class AgentConfig:
     extra_env: Mapping[str, str]
     host_ip: str = "127.0.0.1"
     kubelet_port: int = 0
+    default_workdir: str = "/"
 
 
 class Agent:
@@ -66,6 +67,7 @@ class Agent:
             host_ip=cfg.host_ip,
             extra_env=dict(cfg.extra_env),
             allocatable={"cpu": cfg.nodes[0].cpu, "memory": cfg.nodes[0].memory},
+            default_workdir=cfg.default_workdir,
         )
         self.nodes = NodeManager(
             client=client,

@@ -55,6 +55,7 @@ class RuntimeConfig:
     host_ip: str
     extra_env: Mapping[str, str]
     allocatable: Mapping[str, str]  # limits.* of the downward API when a container sets none
+    default_workdir: str = "/"  # the image's WORKDIR, for containers without workingDir
 
 
 @dataclass
@@ -555,7 +556,7 @@ class PodWorker(threading.Thread):
         spec = {
             "argv": argv,
             "env": env,
-            "cwd": run.spec.get("workingDir") or "/",
+            "cwd": run.spec.get("workingDir") or self.cfg.default_workdir,
             "mounts": mounts,
             "termination_log": {"source": str(term), "target": target},
         }
