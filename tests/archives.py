@@ -225,25 +225,59 @@ def copy_with_other_grid(
     return _copy(Path(src), Path(dst), resize=index)
 
 
+def copy_with_changes(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    attrs: dict[str, dict[str, Any]] | None = None,
+    encoding: dict[str, dict[str, Any]] | None = None,
+    dtype: dict[str, Any] | None = None,
+    rename_dims: dict[str, str] | None = None,
+) -> Path:
+    """The same file with a few encodings changed, the values kept (converted if `dtype`).
+
+    `attrs` = {variable: {attribute: value, or None to delete it}} (`_FillValue` included);
+    `encoding` = {variable: createVariable keyword arguments}, e.g. {"complevel": 6} or
+    {"zlib": False, "compression": "zstd", "complevel": 3}; `dtype` = {variable: new dtype};
+    `rename_dims` = {old name: new name}. What a file of an archive that silently changed its
+    encoding looks like.
+    """
+    return _copy(
+        Path(src),
+        Path(dst),
+        attrs=attrs or {},
+        encoding=encoding or {},
+        dtype=dtype or {},
+        rename_dims=rename_dims or {},
+    )
+
+
 def _copy(
     src: Path,
     dst: Path,
     *,
     skip: Iterable[str] = (),
     resize: dict[str, np.ndarray] | None = None,
+    attrs: dict[str, dict[str, Any]] | None = None,
+    encoding: dict[str, dict[str, Any]] | None = None,
+    dtype: dict[str, Any] | None = None,
+    rename_dims: dict[str, str] | None = None,
 ) -> Path:
     """Copy a netCDF4 file variable by variable with the same storage, filters and attributes.
 
-    `resize` maps a dimension to the source indices taken along it (its new length).
+    `resize` maps a dimension to the source indices taken along it (its new length); the other
+    options are those of `copy_with_changes`. Groups are not copied.
     """
     skip, resize = set(skip), resize or {}
+    new_attrs, new_enc, new_dtype = attrs or {}, encoding or {}, dtype or {}
+    dim_name = rename_dims or {}
     dst.parent.mkdir(parents=True, exist_ok=True)
     with netCDF4.Dataset(src) as s, netCDF4.Dataset(dst, "w", format=s.data_model) as d:
         s.set_auto_maskandscale(False)
         d.set_auto_maskandscale(False)
         for name, dim in s.dimensions.items():
             size = len(resize[name]) if name in resize else len(dim)
-            d.createDimension(name, None if dim.isunlimited() else size)
+            d.createDimension(dim_name.get(name, name), None if dim.isunlimited() else size)
         for name, v in s.variables.items():
             if name in skip:
                 continue
@@ -264,12 +298,21 @@ def _copy(
             if filters.get("zlib"):
                 kwargs |= {"zlib": True, "complevel": filters["complevel"]}
             kwargs["shuffle"] = bool(filters.get("shuffle"))
-            attrs = {k: v.getncattr(k) for k in v.ncattrs()}
-            fill = attrs.pop("_FillValue", False)
-            out = d.createVariable(name, v.datatype, v.dimensions, fill_value=fill, **kwargs)
+            kwargs |= new_enc.get(name, {})
+            va = {k: v.getncattr(k) for k in v.ncattrs()}
+            for k, val in new_attrs.get(name, {}).items():
+                if val is None:
+                    va.pop(k, None)
+                else:
+                    va[k] = val
+            fill = va.pop("_FillValue", False)
+            typ = new_dtype.get(name, v.datatype)
+            dims = tuple(dim_name.get(x, x) for x in v.dimensions)
+            out = d.createVariable(name, typ, dims, fill_value=fill, **kwargs)
             out.set_auto_maskandscale(False)  # copy raw (packed) values
-            out.setncatts(attrs)
-            out[...] = take(v[...])
+            out.setncatts(va)
+            values = take(v[...])
+            out[...] = values if name not in new_dtype else np.asarray(values).astype(typ)
         d.setncatts({k: s.getncattr(k) for k in s.ncattrs()})
     return dst
 

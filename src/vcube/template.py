@@ -367,8 +367,9 @@ def derive_template(spec: DatasetSpec, key: str) -> Template:
     group_path = spec.cube.file_group or ""
     drop = spec.cube.dropped_variables
     with open_h5(src, key) as f:
+        node = file_node(f, key, group_path)
         check_groups(f, key, group_path, spec.cube.dropped_groups, set())
-        check_unsupported(file_node(f, key, group_path), key, set(drop))
+        check_unsupported(node, key, set(drop))
     try:
         group = _manifest_group(src, key, drop, group_path)
     except Exception as e:

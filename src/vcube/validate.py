@@ -8,13 +8,17 @@ xarray — the comparison a user would make, NaN-aware and bit for bit.
 from __future__ import annotations
 
 import io
+import json
 import random
 import time
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import xarray as xr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync
 
 from vcube import catalog, storage
@@ -26,11 +30,17 @@ from vcube.template import Template
 
 FULL_CHUNK_CHECK_LIMIT = 2_000_000  # list every chunk key when the cube has at most this many
 SAMPLED_SHARDS = 20  # shards whose chunks are checked one by one in a big cube
+VIRTUAL_KIND = 2  # icechunk.ChunkType in array_chunk_iterator rows: native 1, virtual 2, inline 3
 RAW: dict[str, Any] = {"decode_times": False, "decode_timedelta": False, "mask_and_scale": False}
 
 
 class ValidationFailed(RuntimeError):
-    """The cube disagrees with the plan or the sources; the message lists every problem."""
+    """The cube disagrees with the plan or the sources; `problems` lists every one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        shown = " | ".join(problems[:5]) + (" | ..." if len(problems) > 5 else "")
+        super().__init__(f"the cube has {len(problems)} problems: {shown}")
 
 
 def open_cube(spec: DatasetSpec, **kwargs: Any) -> xr.Dataset:
@@ -177,46 +187,162 @@ def planned_files(
     return out
 
 
-def expected_chunks(spec: DatasetSpec, template: Template, shard: str) -> dict[str, str]:
-    """Chunk key -> source file, for every chunk the shard's scan found stored in its files."""
+Ref = tuple[str, int, int]  # (source key, byte offset, length)
+
+
+def expected_chunks(spec: DatasetSpec, template: Template, shard: str) -> dict[str, Ref]:
+    """Chunk key -> (source file, offset, length) for every chunk the shard's scan found stored."""
     res = read_result(storage.read_bytes(catalog.work_location(spec), result_key(shard)))
-    out: dict[str, str] = {}
+    out: dict[str, Ref] = {}
     for i, f in enumerate(res.meta["files"]):
         pos = dict(zip(spec.cube.dim_names, f["pos"], strict=True))
         for v in template.virtual_varying():
-            lengths = res.lengths[v.name][i]
+            lengths = res.lengths[v.name][i].reshape(-1)
+            offsets = res.offsets[v.name][i].reshape(-1)
             off = chunk_offset(v, pos, template)
-            grid = dict(zip(v.file_dims, lengths.shape, strict=True))
+            grid = dict(zip(v.file_dims, res.lengths[v.name][i].shape, strict=True))
             sub_grid = [grid.get(d, 1) for d in v.dims]
             for flat, sub in enumerate(np.ndindex(*sub_grid)):
-                if lengths.reshape(-1)[flat]:
+                if lengths[flat]:
                     idx = "/".join(str(o + s) for o, s in zip(off, sub, strict=True))
-                    out[f"{v.name}/c/{idx}"] = f["key"]
+                    out[f"{v.name}/c/{idx}"] = (f["key"], int(offsets[flat]), int(lengths[flat]))
     return out
 
 
-def missing_chunks(
-    spec: DatasetSpec, template: Template, shards: list[str], store: Any, *, listing: bool
+def static_chunks(spec: DatasetSpec, template: Template) -> dict[str, Ref]:
+    """Chunk key -> ref of the virtual variables written once, from the template file."""
+    from vcube.scan import chunk_refs, open_h5
+    from vcube.template import file_node
+
+    out: dict[str, Ref] = {}
+    key = template.source_key
+    with open_h5(catalog.source_location(spec), key) as f:
+        node = file_node(f, key, template.file_group)
+        for v in template.variables.values():
+            if v.kind != "virtual" or v.varies:
+                continue
+            offsets, lengths = chunk_refs(node[v.name], v.file_grid)
+            for idx in np.ndindex(*v.file_grid):
+                if lengths[idx]:
+                    k = f"{v.name}/c/" + "/".join(map(str, idx))
+                    out[k] = (key, int(offsets[idx]), int(lengths[idx]))
+    return out
+
+
+def cube_refs(store: Any, names: list[str]) -> dict[str, tuple[str, int, int, int]]:
+    """Every chunk of these arrays as the cube holds it: key -> (location, offset, length, kind)."""
+    out: dict[str, tuple[str, int, int, int]] = {}
+
+    async def collect(name: str) -> None:
+        async for coords, kinds, paths, offsets, lengths, _ in store.array_chunk_iterator(name):
+            for row, path in enumerate(paths):
+                k = f"{name}/c/" + "/".join(str(int(c)) for c in coords[row])
+                out[k] = (path, int(offsets[row]), int(lengths[row]), int(kinds[row]))
+
+    for name in names:
+        sync(collect(name))
+    return out
+
+
+def check_refs(
+    spec: DatasetSpec,
+    template: Template,
+    shards: list[str],
+    store: Any,
+    *,
+    complete: bool,
 ) -> list[str]:
-    """Chunks the scans found that the cube lacks. Listing every key suits small cubes; a
-    sample of a big cube is checked key by key."""
-    present: set[str] | None = None
-    if listing:
-        present = set()
+    """Every chunk ref of the virtual arrays against what the scans found, byte for byte.
 
-        async def collect(name: str) -> None:
-            async for k in store.list_prefix(name):
-                present.add(k)  # type: ignore[union-attr]
+    Names the file and the chunk of a missing ref, of a ref that points elsewhere (swapped
+    between files, shifted by a position, another byte range) and, if `complete` (the whole
+    cube is validated), of a ref the plan does not place at all.
+    """
+    src = catalog.source_location(spec)
+    expected = static_chunks(spec, template)
+    for sid in shards:
+        expected |= expected_chunks(spec, template, sid)
+    names = [v.name for v in template.variables.values() if v.kind == "virtual"]
+    found = cube_refs(store, names)
+    prefix = src.url
 
-        for v in template.virtual_varying():
-            sync(collect(v.name))
+    def where(loc: str) -> str:
+        return urllib.parse.unquote(loc.removeprefix(prefix)) if loc.startswith(prefix) else loc
+
+    problems = []
+    for key, (source, off, length) in expected.items():
+        got = found.get(key)
+        if got is None:
+            problems.append(f"{source}: chunk {key} is missing from the cube")
+        elif got[3] != VIRTUAL_KIND or (where(got[0]), got[1], got[2]) != (
+            source,
+            off,
+            length,
+        ):
+            problems.append(
+                f"{source}: chunk {key} points to {where(got[0]) or 'data stored in the repo'} "
+                f"bytes {got[1]}+{got[2]}; the scan found {source} bytes {off}+{length}"
+            )
+    if complete:
+        for key in sorted(found.keys() - expected.keys()):
+            loc, off, length, _ = found[key]
+            problems.append(
+                f"chunk {key} points to {where(loc) or 'data stored in the repo'} bytes "
+                f"{off}+{length}, where the scans found no chunk"
+            )
+    return problems
+
+
+def missing_chunks(
+    spec: DatasetSpec, template: Template, shards: list[str], store: Any
+) -> list[str]:
+    """Chunks the scans found that the cube lacks, checked key by key (a big cube's sample)."""
     problems = []
     for sid in shards:
-        for key, source in expected_chunks(spec, template, sid).items():
-            found = key in present if present is not None else sync(store.exists(key))
-            if not found:
+        for key, (source, _, _) in expected_chunks(spec, template, sid).items():
+            if not sync(store.exists(key)):
                 problems.append(f"{source}: chunk {key} is missing from the cube")
     return problems
+
+
+def check_metadata(template: Template, store: Any) -> list[str]:
+    """Each array's Zarr metadata (dtype, fill value, codecs, dims, attributes) as the template
+    says; shape and chunking are checked against the plan elsewhere."""
+    proto = default_buffer_prototype()
+    problems = []
+    root = sync(store.get("zarr.json", prototype=proto))
+    root_attrs = json.loads(root.to_bytes()).get("attributes", {}) if root is not None else {}
+    problems += _attr_diffs("the cube", root_attrs, template.attrs)
+    for v in template.variables.values():
+        buf = sync(store.get(f"{v.name}/zarr.json", prototype=proto))
+        if buf is None:
+            continue  # reported as missing by validate_cube
+        got = json.loads(buf.to_bytes())
+        ones = [1] * len(v.dims)  # shape and chunks are not compared here
+        grid: dict[str, Any] = {"name": "regular", "configuration": {"chunk_shape": ones}}
+        want_md = ArrayV3Metadata.from_dict(
+            {**v.zarr, "dimension_names": v.dims, "shape": ones, "chunk_grid": grid}
+        )
+        want = json.loads(want_md.to_buffer_dict(proto)["zarr.json"].to_bytes())
+        for k in sorted((got.keys() | want.keys()) - {"shape", "chunk_grid", "attributes"}):
+            if got.get(k) != want.get(k):
+                problems.append(
+                    f"{v.name}: {k} is {got.get(k)!r} in the cube, {want.get(k)!r} in the template"
+                )
+        problems += _attr_diffs(v.name, got.get("attributes", {}), want.get("attributes", {}))
+    return problems
+
+
+def _attr_diffs(what: str, got: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    return [
+        f"{what}: attribute {k} is "
+        + (f"{got[k]!r}" if k in got else "absent")
+        + " in the cube, "
+        + (f"{want[k]!r}" if k in want else "absent")
+        + " in the template"
+        for k in sorted(got.keys() | want.keys())
+        if not _attrs_equal({k: got.get(k)}, {k: want.get(k)})
+    ]
 
 
 def validate_cube(
@@ -248,12 +374,16 @@ def validate_cube(
         want = tuple(array_shape(v, plan, template))
         if cube.variables[v.name].shape != want:
             problems.append(f"{v.name} has shape {cube.variables[v.name].shape}, planned {want}")
+    problems += check_metadata(template, session.store)
     shards = [s for g in selected if g in hist.groups for s in plan.groups[g]]
     n_files = sum(plan.shards[s]["files"] for s in shards)
     small = n_files * max(len(template.virtual_varying()), 1) <= FULL_CHUNK_CHECK_LIMIT
-    if not small:  # a big cube: a deterministic sample of shards, checked key by key
+    if small:  # every ref of the cube against the scans
+        complete = not groups and not pending
+        problems += check_refs(spec, template, shards, session.store, complete=complete)
+    else:  # a big cube: a deterministic sample of shards, checked key by key
         shards = sorted(random.Random(seed).sample(shards, min(len(shards), SAMPLED_SHARDS)))
-    problems += missing_chunks(spec, template, shards, session.store, listing=small)[:50]
+        problems += missing_chunks(spec, template, shards, session.store)
     files = [pf for sid in shards for pf in catalog.load_shard_files(spec, sid, plan)]
     sampled = _pick(files, samples, seed)
     problems += compare_files(spec, template, cube, sampled, **RAW)
@@ -269,9 +399,7 @@ def validate_cube(
         "seconds": round(time.perf_counter() - t0, 3),
     }
     if problems:
-        raise ValidationFailed(
-            f"the cube has {len(problems)} problems, e.g.: " + " | ".join(problems[:3])
-        )
+        raise ValidationFailed(problems)
     return summary
 
 
