@@ -23,9 +23,14 @@ $(VENV)/.core: $(VENV)/.created pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	@touch $@
 
+# Rendering and submitting need Hera and the Kubernetes client only, not the dev tools.
+$(VENV)/.workflows: $(VENV)/.created pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[workflows]'
+	@touch $@ $(VENV)/.core
+
 $(VENV)/.dev: $(VENV)/.created pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	@touch $@ $(VENV)/.core
+	@touch $@ $(VENV)/.core $(VENV)/.workflows
 
 setup: $(VENV)/.dev ## Create .venv (Python >= 3.12) with vcube and the dev tools
 
@@ -60,10 +65,10 @@ image: ## Build the worker image vcube-worker:<git sha> with Docker (fails if no
 	  "the image was NOT built. Run 'make image' where Docker runs (CI: .github/workflows/image.yml)." >&2; exit 1; }
 	docker build -f image/Dockerfile -t $(IMAGE):$(TAG) .
 
-render: $(VENV)/.dev ## Regenerate the Argo WorkflowTemplates (k8s/base/vcube-build*.yaml) from workflows/
+render: $(VENV)/.workflows ## Regenerate the Argo WorkflowTemplates (k8s/base/vcube-build*.yaml) from workflows/
 	$(BIN)/python -m workflows.render
 
-submit: $(VENV)/.dev ## Submit a build: SPEC=datasets/oae-atlas.yaml [GROUPS=000,001] [PARALLELISM=N] [DRY_RUN=1]
+submit: $(VENV)/.workflows ## Submit a build: SPEC=datasets/oae-atlas.yaml [GROUPS=000,001] [PARALLELISM=N] [DRY_RUN=1]
 	$(BIN)/python -m workflows.submit $(SPEC) --groups "$(GROUPS)" \
 	  $(if $(PARALLELISM),--parallelism $(PARALLELISM)) $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
 
