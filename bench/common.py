@@ -165,21 +165,15 @@ def code_version() -> str:
     """The commit measured: `VCUBE_BENCH_COMMIT` (set for an exported tree) or git's HEAD."""
     if os.environ.get("VCUBE_BENCH_COMMIT"):
         return os.environ["VCUBE_BENCH_COMMIT"]
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        out = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return out + (" (working tree with uncommitted changes)" if dirty else "")

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from bench import common
+from tests.support import reference
 
 
 def vcube_run(spec_path: Path, repo: Path, workers: int) -> float:
@@ -34,38 +35,14 @@ def vcube_run(spec_path: Path, repo: Path, workers: int) -> float:
 
 def reference_recipe(arch: common.Archive, repo: Path, loadable: list[str]) -> float:
     import icechunk
-    from obspec_utils.registry import ObjectStoreRegistry
-    from obstore.store import LocalStore
-    from virtualizarr import open_virtual_mfdataset
-    from virtualizarr.parsers import HDFParser
 
     shutil.rmtree(repo, ignore_errors=True)
     t0 = time.perf_counter()
-    prefix = arch.root.as_uri() + "/"
-    registry = ObjectStoreRegistry({prefix: LocalStore(prefix=arch.root)})
-    cfg = icechunk.RepositoryConfig.default()
-    cfg.set_virtual_chunk_container(
-        icechunk.VirtualChunkContainer(prefix, icechunk.local_filesystem_store(str(arch.root)))
-    )
-    creds = icechunk.containers_credentials({prefix: icechunk.Credentials.LocalFileSystemAccess()})
-    r = icechunk.Repository.create(
-        icechunk.local_filesystem_storage(str(repo)),
-        config=cfg,
-        authorize_virtual_chunk_access=creds,
-    )
+    r = reference.create_repo(arch.root, icechunk.local_filesystem_storage(str(repo)))
     polygons = sorted({k.split("/", 1)[0] for k in arch.file_keys()})
     for i, poly in enumerate(polygons):
         urls = [(arch.root / k).as_uri() for k in arch.file_keys() if k.startswith(poly + "/")]
-        vds = open_virtual_mfdataset(
-            urls,
-            registry=registry,
-            parser=HDFParser(),
-            combine="by_coords",
-            coords="minimal",
-            compat="override",
-            loadable_variables=loadable,
-            decode_times=False,
-        )
+        vds = reference.open_virtual(arch.root, urls, loadable)
         session = r.writable_session("main")
         if i == 0:
             vds.vz.to_icechunk(session.store)
@@ -115,10 +92,9 @@ def _same_cube(spec: Any, ref_repo: Path, arch: common.Archive) -> bool:
 
     from vcube import validate
 
-    prefix = arch.root.as_uri() + "/"
-    creds = icechunk.containers_credentials({prefix: icechunk.Credentials.LocalFileSystemAccess()})
     r = icechunk.Repository.open(
-        icechunk.local_filesystem_storage(str(ref_repo)), authorize_virtual_chunk_access=creds
+        icechunk.local_filesystem_storage(str(ref_repo)),
+        authorize_virtual_chunk_access=reference.credentials(arch.root),
     )
     theirs = xr.open_zarr(r.readonly_session("main").store, consolidated=False, decode_times=False)
     with validate.open_cube(spec, decode_times=False) as ours:

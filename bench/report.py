@@ -98,6 +98,16 @@ def model_fps(res: dict[str, Any]) -> float | None:
     return min(cpu_bound, io_bound)
 
 
+def _save(fig: Any, out: Path, name: str) -> str:
+    """Lay out, write and close one figure; its file name."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def plots(res: dict[str, Any], out: Path) -> list[str]:
     import matplotlib
 
@@ -127,10 +137,7 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
         ax.set_ylabel("ms per file (median)")
         ax.set_title(f"Scan one full-grid file ({sl['mean_file_mb']} MB), local disk")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "scan_local.png", dpi=110)
-        plt.close(fig)
-        made.append("scan_local.png")
+        made.append(_save(fig, out, "scan_local.png"))
     s3 = res.get("scan_s3")
     if s3:
         methods = [
@@ -156,10 +163,7 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
             if key != "files_per_s":
                 ax.set_yscale("log")
         fig.suptitle(f"S3 (moto) behind a {s3['latency_s'] * 1000:.0f} ms proxy")
-        fig.tight_layout()
-        fig.savefig(out / "scan_s3.png", dpi=110)
-        plt.close(fig)
-        made.append("scan_s3.png")
+        made.append(_save(fig, out, "scan_s3.png"))
     cs = res.get("commit_scale")
     if cs:
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -179,10 +183,7 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
         ax.set_title(
             f"{cs['groups']} groups x {cs['files_per_group']} files x {cs['virtual_vars']} vars"
         )
-        fig.tight_layout()
-        fig.savefig(out / "commit_scale.png", dpi=110)
-        plt.close(fig)
-        made.append("commit_scale.png")
+        made.append(_save(fig, out, "commit_scale.png"))
     return made
 
 

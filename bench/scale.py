@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -257,24 +258,41 @@ def _label(i: int, g: dict[str, Any]) -> str:
     return f"{i}:group:{g['group']},shards:{json.dumps(g['shards'], separators=(',', ':'))}"
 
 
+def _build_nodes(
+    n_groups: int,
+    shards_per_group: int,
+    spec: dict[str, Any] | None,
+    add_group: Callable[[_Nodes, str, str, str, dict[str, Any]], None],
+) -> dict[str, dict[str, Any]]:
+    """plan, init, one ``add_group(nodes, name, boundary, fan, group)`` per group, validate."""
+    nodes = _Nodes({}, _descriptions())
+    root = nodes.add(WORKFLOW_NAME, WORKFLOW_NAME, "DAG", "build", None, None)
+    _head(nodes, root, n_groups, shards_per_group)
+    fan = nodes.add(f"{root}.group", "group", "TaskGroup", None, _node_id(root), root)
+    for i, g in enumerate(atlas_groups(n_groups, _months(shards_per_group))):
+        add_group(nodes, f"{fan}({_label(i, g)})", _node_id(root), fan, g)
+    _tail(nodes, root, spec)
+    return nodes.nodes
+
+
+def _group_inputs(g: dict[str, Any]) -> dict[str, str]:
+    return {"group": g["group"], "shards": json.dumps(g["shards"])}
+
+
 def single_workflow_nodes(
     n_groups: int = ATLAS_GROUPS,
     shards_per_group: int = ATLAS_SHARDS_PER_GROUP,
     spec: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``status.nodes`` if every group ran inside one Workflow (the rejected design)."""
-    nodes = _Nodes({}, _descriptions())
-    root = nodes.add(WORKFLOW_NAME, WORKFLOW_NAME, "DAG", "build", None, None)
-    _head(nodes, root, n_groups, shards_per_group)
-    fan = nodes.add(f"{root}.group", "group", "TaskGroup", None, _node_id(root), root)
-    for i, g in enumerate(atlas_groups(n_groups, _months(shards_per_group))):
+
+    def group_dag(nodes: _Nodes, name: str, boundary: str, fan: str, g: dict[str, Any]) -> None:
         gname = nodes.add(
-            f"{fan}({_label(i, g)})", f"group {g['group']}", "DAG", "group", _node_id(root), fan,
-            inputs={"group": g["group"], "shards": json.dumps(g["shards"])},
-        )  # fmt: skip
+            name, f"group {g['group']}", "DAG", "group", boundary, fan, inputs=_group_inputs(g)
+        )
         _group_body(nodes, gname, _node_id(gname), g)
-    _tail(nodes, root, spec)
-    return nodes.nodes
+
+    return _build_nodes(n_groups, shards_per_group, spec, group_dag)
 
 
 def parent_workflow_nodes(
@@ -283,18 +301,15 @@ def parent_workflow_nodes(
     spec: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``status.nodes`` of ``vcube-build``: one resource node (Retry + Pod) per group."""
-    nodes = _Nodes({}, _descriptions())
-    root = nodes.add(WORKFLOW_NAME, WORKFLOW_NAME, "DAG", "build", None, None)
-    _head(nodes, root, n_groups, shards_per_group)
-    fan = nodes.add(f"{root}.group", "group", "TaskGroup", None, _node_id(root), root)
-    for i, g in enumerate(atlas_groups(n_groups, _months(shards_per_group))):
+
+    def child(nodes: _Nodes, name: str, boundary: str, fan: str, g: dict[str, Any]) -> None:
         nodes.retried_pod(
-            f"{fan}({_label(i, g)})", f"group {g['group']}", "group", _node_id(root), fan,
-            inputs={"group": g["group"], "shards": json.dumps(g["shards"])},
+            name, f"group {g['group']}", "group", boundary, fan,
+            inputs=_group_inputs(g),
             outputs={"workflow": f"vcube-build-group-{_jitter(g['group'], 'wf', 10000, 99999)}"},
         )  # fmt: skip
-    _tail(nodes, root, spec)
-    return nodes.nodes
+
+    return _build_nodes(n_groups, shards_per_group, spec, child)
 
 
 def child_workflow_nodes(shards_per_group: int = ATLAS_SHARDS_PER_GROUP) -> dict[str, Any]:

@@ -7,41 +7,20 @@ from pathlib import Path
 import icechunk
 import pytest
 import xarray as xr
-from obspec_utils.registry import ObjectStoreRegistry
-from obstore.store import LocalStore
-from virtualizarr import open_virtual_mfdataset
-from virtualizarr.parsers import HDFParser
 
+from tests.support import reference
 from vcube import validate
 from vcube.spec import DatasetSpec
 
 
 def _virtualizarr_cube(spec: DatasetSpec) -> icechunk.Repository:
     root = Path(spec.source.root)
-    prefix = root.as_uri() + "/"
     urls = [p.as_uri() for p in sorted(root.rglob("*.nc"))]
     with xr.open_dataset(urls[0].removeprefix("file://")) as first:
         scalars = [str(k) for k, v in first.variables.items() if v.ndim == 0]
     loadable = [*spec.cube.inline, *spec.cube.dim_names, *scalars]
-    registry = ObjectStoreRegistry({prefix: LocalStore(prefix=root)})
-    vds = open_virtual_mfdataset(
-        urls,
-        registry=registry,
-        parser=HDFParser(),
-        combine="by_coords",
-        coords="minimal",
-        compat="override",
-        loadable_variables=loadable,
-        decode_times=False,
-    )
-    cfg = icechunk.RepositoryConfig.default()
-    cfg.set_virtual_chunk_container(
-        icechunk.VirtualChunkContainer(prefix, icechunk.local_filesystem_store(str(root)))
-    )
-    creds = icechunk.containers_credentials({prefix: icechunk.Credentials.LocalFileSystemAccess()})
-    repo = icechunk.Repository.create(
-        icechunk.in_memory_storage(), config=cfg, authorize_virtual_chunk_access=creds
-    )
+    vds = reference.open_virtual(root, urls, loadable)
+    repo = reference.create_repo(root, icechunk.in_memory_storage())
     session = repo.writable_session("main")
     vds.vz.to_icechunk(session.store)
     session.commit("VirtualiZarr recipe")
