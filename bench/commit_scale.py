@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -264,7 +265,7 @@ def read_bench(spec: Any, plan: catalog.Plan, arch: common.Archive, reps: int) -
             with h5py.File(path, "r") as f:
                 return np.asarray(f[var][0, 0, 0])
 
-        methods = {
+        methods: dict[str, Callable[[], np.ndarray]] = {
             "xarray_dask": cube_dask,
             "xarray_no_dask": cube_nodask,
             "zarr": cube_zarr,

@@ -22,8 +22,9 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 _HEAD_LIMIT = 1 << 20
 _RELAY_CHUNK = 1 << 16
@@ -331,11 +332,10 @@ class FaultProxy:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _call(self, coro: object) -> None:
+    def _call(self, coro: Coroutine[Any, Any, None]) -> None:
         if self._loop is None:
             raise RuntimeError("the proxy is not running")
-        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
-        fut.result(10)
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     # -- inside the loop ---------------------------------------------------------------------
 
