@@ -154,24 +154,21 @@ async def _relay_body(
                 await writer.drain()
         return total
     length = _get(headers, "content-length")
-    if length is not None:
-        remaining = int(length)
-        while remaining:
-            data = await reader.read(min(remaining, _RELAY_CHUNK))
-            if not data:
-                raise ConnectionError("peer closed mid-body")
-            remaining -= len(data)
-            total += len(data)
-            if writer:
-                writer.write(data)
-                await writer.drain()
+    if length is None and not until_eof:
         return total
-    if until_eof:
-        while data := await reader.read(_RELAY_CHUNK):
-            total += len(data)
-            if writer:
-                writer.write(data)
-                await writer.drain()
+    remaining = int(length) if length is not None else None
+    while remaining is None or remaining:
+        data = await reader.read(min(remaining or _RELAY_CHUNK, _RELAY_CHUNK))
+        if not data:
+            if remaining is None:  # the body ends with the connection
+                break
+            raise ConnectionError("peer closed mid-body")
+        if remaining is not None:
+            remaining -= len(data)
+        total += len(data)
+        if writer:
+            writer.write(data)
+            await writer.drain()
     return total
 
 
