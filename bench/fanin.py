@@ -141,32 +141,42 @@ def _by_method(recs: list[RequestRecord]) -> dict[str, int]:
     return out
 
 
-def run_child(args: list[str], proxy: FaultProxy | None = None) -> tuple[str, dict[str, float]]:
-    """Run `python -m bench.fanin ...` in a child; its stdout and its rusage (CPU, peak RSS)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.fanin", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=common.ROOT,
-    )
-    holder: dict[str, bytes] = {}
+class Child:
+    """A command run through `bench.rusage` (so its peak RSS is its own), output captured."""
 
-    def drain() -> None:
-        holder["err"] = proc.stderr.read() if proc.stderr else b""
-
-    t = threading.Thread(target=drain, daemon=True)
-    t.start()
-    out_b = proc.stdout.read() if proc.stdout else b""
-    _, status, ru = os.wait4(proc.pid, 0)
-    t.join()
-    if status != 0:
-        raise RuntimeError(
-            f"bench.fanin {args[0]} failed: {holder.get('err', b'').decode()[-3000:]}"
+    def __init__(self, cmd: list[str], tmp: Path) -> None:
+        fd, name = tempfile.mkstemp(suffix=".json", dir=tmp)
+        os.close(fd)
+        self.rusage_path = Path(name)
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.rusage", name, "--", *cmd],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=common.ROOT,
         )
-    return out_b.decode(), {
-        "cpu_s": ru.ru_utime + ru.ru_stime,
-        "peak_rss_mb": ru.ru_maxrss / 1024,
-    }
+        self._err = b""
+        self._drain = threading.Thread(target=self._read_err, daemon=True)
+        self._drain.start()
+
+    def _read_err(self) -> None:
+        self._err = self.proc.stderr.read() if self.proc.stderr else b""
+
+    def wait(self) -> tuple[str, dict[str, float]]:
+        """(stdout, {wall_s, cpu_s, peak_rss_mb}); raises with stderr's tail on failure."""
+        out_b = self.proc.stdout.read() if self.proc.stdout else b""
+        code = self.proc.wait()
+        self._drain.join()
+        self.t1 = time.monotonic()
+        if code != 0:
+            raise RuntimeError(f"{self.proc.args[4:7]} failed: {self._err.decode()[-3000:]}")
+        ru = json.loads(self.rusage_path.read_text())
+        return out_b.decode(), ru
+
+
+def run_child(args: list[str], tmp: Path) -> tuple[str, dict[str, float]]:
+    """Run `python -m bench.fanin ...` in a child; its stdout and its rusage (CPU, peak RSS)."""
+    return Child([sys.executable, "-m", "bench.fanin", *args], tmp).wait()
 
 
 # --- child entry points -------------------------------------------------------------------------
@@ -259,6 +269,7 @@ def commit_cost(
     *,
     edge: int,
     upto: int,
+    fill_direct: bool = False,
 ) -> dict[str, Any]:
     label = "cost"
     direct, via = _spec(arch, label, server.endpoint), _spec(arch, label, proxy.endpoint)
@@ -267,48 +278,36 @@ def commit_cost(
     groups = list(plan.groups)[:upto]
     first, middle, last = groups[:edge], groups[edge:-edge], groups[-edge:]
     res: dict[str, Any] = {"groups_committed": len(groups), "edge": edge}
-    res["fresh"] = _cli_series(path, first, proxy)
+    res["fresh"] = _cli_series(path, first, proxy, tmp)
     t0 = time.monotonic()
     if middle:
-        out, ru = run_child(["loop", str(path), "--groups", ",".join(middle)])
+        fill = path if not fill_direct else _write_spec(direct, tmp / "cost-direct.yaml")
+        out, ru = run_child(["loop", str(fill), "--groups", ",".join(middle)], tmp)
         loop = json.loads(out.strip().splitlines()[-1])
         for r in loop:
             recs = _requests(proxy, r["start"], r["end"])
             r["requests"] = len(recs)
-        res["one_process"] = {"commits": loop, "rusage": ru}
+        res["one_process"] = {"commits": loop, "rusage": ru, "through_proxy": not fill_direct}
     res["middle_wall_s"] = time.monotonic() - t0
-    res["tip"] = _cli_series(path, last, proxy)
+    res["tip"] = _cli_series(path, last, proxy, tmp)
     res["history_commits_before_tip"] = 1 + len(first) + len(middle)
     return res
 
 
-def _cli_series(path: Path, groups: list[str], proxy: FaultProxy) -> dict[str, Any]:
+def _cli_series(path: Path, groups: list[str], proxy: FaultProxy, tmp: Path) -> dict[str, Any]:
     rows = []
     for g in groups:
-        t0 = time.monotonic()
-        out_args = ["--group", g]
-        proc_t0 = time.monotonic()
-        proc = subprocess.Popen(
-            [VCUBE, "commit", str(path), *out_args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=common.ROOT,
-        )
-        out_b = proc.stdout.read() if proc.stdout else b""
-        err_b = proc.stderr.read() if proc.stderr else b""
-        _, status, ru = os.wait4(proc.pid, 0)
-        t1 = time.monotonic()
-        if status != 0:
-            raise RuntimeError(f"vcube commit --group {g} failed: {err_b.decode()[-2000:]}")
-        summary = json.loads(out_b)
-        recs = _requests(proxy, proc_t0, t1)
+        child = Child([VCUBE, "commit", str(path), "--group", g], tmp)
+        out, ru = child.wait()
+        summary = json.loads(out)
+        recs = _requests(proxy, child.t0, child.t1)
         rows.append(
             {
                 "group": g,
-                "wall_s": t1 - t0,
+                "wall_s": ru["wall_s"],
                 "commit_s": summary["seconds"],
-                "cpu_s": ru.ru_utime + ru.ru_stime,
-                "peak_rss_mb": ru.ru_maxrss / 1024,
+                "cpu_s": ru["cpu_s"],
+                "peak_rss_mb": ru["peak_rss_mb"],
                 "refs": summary["refs"],
                 "changed": summary["changed"],
                 "requests": len(recs),
@@ -352,7 +351,7 @@ def writers(
     ready = tmp / f"{label}.ready"
     ready.mkdir()
     procs = [
-        subprocess.Popen(
+        Child(
             [
                 sys.executable,
                 "-m",
@@ -364,15 +363,13 @@ def writers(
                 "--ready-dir",
                 str(ready),
             ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=common.ROOT,
+            tmp,
         )
         for gs in mine
         if gs
     ]
     while len(list(ready.iterdir())) < len(procs):  # every writer imported, repo open
-        if any(p.poll() is not None for p in procs):
+        if any(p.proc.poll() is not None for p in procs):
             raise RuntimeError("a writer exited before the start")
         time.sleep(0.1)
     (ready / "go").touch()
@@ -380,13 +377,10 @@ def writers(
     cpu = 0.0
     peak = 0.0
     for p in procs:
-        out_b = p.stdout.read() if p.stdout else b""
-        _, status, ru = os.wait4(p.pid, 0)
-        if status != 0:
-            raise RuntimeError(f"writer failed (status {status})")
-        rows += json.loads(out_b.decode().strip().splitlines()[-1])
-        cpu += ru.ru_utime + ru.ru_stime
-        peak = max(peak, ru.ru_maxrss / 1024)
+        out, ru = p.wait()
+        rows += json.loads(out.strip().splitlines()[-1])
+        cpu += ru["cpu_s"]
+        peak = max(peak, ru["peak_rss_mb"])
     ok = [r for r in rows if r["error"] is None]
     t_first = min(r["start"] for r in rows)
     t_last = max(r["end"] for r in rows)
@@ -429,6 +423,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--writers", default="1,5,25")
     ap.add_argument("--writer-commits", type=int, default=100)
     ap.add_argument("--skip-cost", action="store_true")
+    ap.add_argument(
+        "--fill-direct",
+        action="store_true",
+        help="commit the history between the first and last edge groups without the proxy",
+    )
     ap.add_argument("--out", type=Path, default=common.RESULTS)
     args = ap.parse_args(argv)
     arch = common.ensure_archive("fanin-archive", polygons=1, dates=4, months=2, grid=(48, 40))
@@ -465,7 +464,16 @@ def main(argv: list[str] | None = None) -> None:
                     common.dump(out_path, results)
                 if not args.skip_cost:
                     results["cost"] = commit_cost(
-                        arch, server, proxy, plan, tmpl, pf, tmp, edge=args.edge, upto=args.groups
+                        arch,
+                        server,
+                        proxy,
+                        plan,
+                        tmpl,
+                        pf,
+                        tmp,
+                        edge=args.edge,
+                        upto=args.groups,
+                        fill_direct=args.fill_direct,
                     )
     finally:
         os.environ.clear()
