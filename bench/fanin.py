@@ -149,6 +149,7 @@ class Child:
         os.close(fd)
         self.rusage_path = Path(name)
         self.t0 = time.monotonic()
+        self.what = " ".join(cmd[-4:])
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.rusage", name, "--", *cmd],
             stdout=subprocess.PIPE,
@@ -169,7 +170,7 @@ class Child:
         self._drain.join()
         self.t1 = time.monotonic()
         if code != 0:
-            raise RuntimeError(f"{self.proc.args[4:7]} failed: {self._err.decode()[-3000:]}")
+            raise RuntimeError(f"{self.what} failed: {self._err.decode()[-3000:]}")
         ru = json.loads(self.rusage_path.read_text())
         return out_b.decode(), ru
 
