@@ -6,6 +6,7 @@ Every request goes through a counting proxy, so the tests also see what the buil
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -62,6 +63,23 @@ def _vcube(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
     return subprocess.run(
         [*VCUBE, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
     )
+
+
+@contextlib.contextmanager
+def _initialized(
+    s3_server: S3Server, s3_archive: str, tmp_path: Path, *, scan: bool = False, **proxy: Any
+) -> Iterator[tuple[FaultProxy, Path, DatasetSpec]]:
+    """A new cubes bucket behind a proxy on the S3 server: planned, initialized, and with
+    `scan` every shard scanned. Yields (proxy, spec file, spec)."""
+    cubes = s3_server.create_bucket(f"cubes-{next(_ids)}")
+    with FaultProxy("127.0.0.1", s3_server.port, **proxy) as fp:
+        path, spec = s3_spec(tmp_path / "spec.yaml", fp.endpoint, s3_archive, cubes)
+        steps.plan_step(spec)
+        steps.init_step(spec)
+        if scan:
+            for sid in catalog.load_plan(spec).shards:
+                steps.scan_step(spec, sid)
+        yield fp, path, spec
 
 
 def _archive_gets(proxy: FaultProxy, bucket: str) -> int:
@@ -194,11 +212,7 @@ def test_scan_gets_per_file_within_budget(
     s3_server: S3Server, s3_archive: str, tmp_path: Path
 ) -> None:
     """Request accounting: GETs of source objects per scanned file, against a budget."""
-    cubes = s3_server.create_bucket(f"cubes-{next(_ids)}")
-    with FaultProxy("127.0.0.1", s3_server.port, lifetime=300) as proxy:
-        path, spec = s3_spec(tmp_path / "spec.yaml", proxy.endpoint, s3_archive, cubes)
-        steps.plan_step(spec)
-        steps.init_step(spec)
+    with _initialized(s3_server, s3_archive, tmp_path, lifetime=300) as (proxy, path, spec):
         plan = catalog.load_plan(spec)
         proxy.reset_stats()
         files = 0
@@ -253,14 +267,12 @@ def test_racing_commits_on_one_branch(
 ) -> None:
     """Two `vcube commit` processes at once: every group lands exactly once, even when both
     processes commit the same group (the loser sees it in the history after its rebase)."""
-    cubes = s3_server.create_bucket(f"cubes-{next(_ids)}")
     # Latency widens the window in which both sessions hold the same parent snapshot.
-    with FaultProxy("127.0.0.1", s3_server.port, latency=0.01, lifetime=300) as proxy:
-        path, spec = s3_spec(tmp_path / "spec.yaml", proxy.endpoint, s3_archive, cubes)
-        steps.plan_step(spec)
-        steps.init_step(spec)
-        for sid in catalog.load_plan(spec).shards:
-            steps.scan_step(spec, sid)
+    with _initialized(s3_server, s3_archive, tmp_path, scan=True, latency=0.01, lifetime=300) as (
+        _,
+        path,
+        spec,
+    ):
         procs = [
             subprocess.Popen(
                 [*VCUBE, "commit", str(path), "--group", g],
@@ -371,13 +383,11 @@ def _kill_when(proxy: FaultProxy, predicate: Any, timeout: float) -> threading.T
 def test_server_gone_fails_in_bounded_time_and_keeps_the_last_commit(
     s3_server: S3Server, s3_archive: str, tmp_path: Path
 ) -> None:
-    cubes = s3_server.create_bucket(f"cubes-{next(_ids)}")
-    with FaultProxy("127.0.0.1", s3_server.port, lifetime=600) as proxy:
-        path, spec = s3_spec(tmp_path / "spec.yaml", proxy.endpoint, s3_archive, cubes)
-        steps.plan_step(spec)
-        steps.init_step(spec)
-        for sid in catalog.load_plan(spec).shards:
-            steps.scan_step(spec, sid)
+    with _initialized(s3_server, s3_archive, tmp_path, scan=True, lifetime=600) as (
+        proxy,
+        path,
+        spec,
+    ):
         steps.commit_step(spec, "000")
         direct = _direct(spec, s3_server)
         tip_before = cube.history(cube.open_repo(direct), "main").tip
