@@ -98,29 +98,37 @@ class BuildOptions:
     group_deadline_seconds: int = 6 * 3600
     ttl_after_success: int = 24 * 3600
     ttl_after_failure: int = 7 * 24 * 3600
-    spot_selector: dict[str, str] = field(
-        default_factory=lambda: {"karpenter.sh/capacity-type": "spot"}
-    )
     on_demand_selector: dict[str, str] = field(
         default_factory=lambda: {"karpenter.sh/capacity-type": "on-demand"}
     )
 
 
 # The CLI exits 1 when the data or the cube is at fault and 2 on a bad spec or usage: retrying
-# those only repeats the failure. Errors (pod or node lost, e.g. spot reclaim) and every other
-# exit code (3 storage unreachable, 137/143 killed) are worth another try.
-RETRY_TRANSIENT = 'lastRetry.status == "Error" || lastRetry.exitCode not in ["1", "2"]'
+# those only repeats the failure (and a commit would hold the repo's mutex through every
+# backoff). Retried: errors (pod or node lost, e.g. spot reclaim), exit 3 (storage or network
+# unreachable), 130/137/143 (interrupted, killed) and -1 (no exit code: the pod never reported).
+# Argo ANDs this expression with retryPolicy Always; lastRetry.exitCode is a string.
+TRANSIENT_EXIT_CODES = ("3", "130", "137", "143", "-1")
+RETRY_TRANSIENT = (
+    'lastRetry.status == "Error" || lastRetry.exitCode in ['
+    + ", ".join(f'"{c}"' for c in TRANSIENT_EXIT_CODES)
+    + "]"
+)
 
 
-def _retry(
-    limit: int, policy: str, first_backoff: str, max_duration: str, expression: str | None = None
-) -> RetryStrategy:
-    """Retries with exponential backoff (first_backoff, doubling, all within max_duration)."""
+def _retry(limit: int, first_backoff: str, *, transient_only: bool = True) -> RetryStrategy:
+    """Retries with exponential backoff from first_backoff, each wait capped at 5 minutes.
+
+    No ``maxDuration``: Argo counts it from the first attempt's start and also uses it as the
+    deadline of every later attempt (v4.0.5 processNodeRetries), so any value shorter than
+    ``limit`` × the step's deadline would kill or skip a legitimate retry. ``limit`` and each
+    attempt's ``activeDeadlineSeconds`` bound the time instead.
+    """
     return RetryStrategy(
         limit=IntOrString(str(limit)),
-        retry_policy=policy,
-        expression=expression,
-        backoff=Backoff(duration=first_backoff, factor=IntOrString("2"), max_duration=max_duration),
+        retry_policy="Always" if transient_only else "OnError",
+        expression=RETRY_TRANSIENT if transient_only else None,
+        backoff=Backoff(duration=first_backoff, factor=IntOrString("2"), cap="5m"),
     )
 
 
@@ -236,13 +244,201 @@ def _spec_parameter(opts: BuildOptions) -> Parameter:
 def _commit_mutex() -> Synchronization:
     # One writer per target repo (one spec = one repo): racing commits on one branch only
     # conflict. Mutexes are namespace-wide, so this holds across the per-group workflows.
-    return Synchronization(mutexes=[Mutex(name="vcube-commit-{{workflow.parameters.spec}}")])
+    return Synchronization(mutexes=[Mutex(name=f"{COMMIT_MUTEX}-{SPEC}")])
+
+
+def _build_mutex() -> Synchronization:
+    # One build per cube at a time, whoever submits it (make submit, the CronWorkflow, the
+    # Sensor): a second build waits Pending until the first finishes. Workflow-level, so Argo
+    # substitutes the global parameter into the name before taking the lock.
+    return Synchronization(mutexes=[Mutex(name=f"{BUILD_MUTEX}-{SPEC}")])
+
+
+SPEC = "{{workflow.parameters.spec}}"
+COMMIT_MUTEX = "vcube-commit"
+BUILD_MUTEX = "vcube-build"
+PARENT_LABEL = "vcube.io/parent-workflow"
+LAUNCHER_SERVICE_ACCOUNT = "vcube-launcher"
+
+
+@dataclass(frozen=True)
+class _GroupRefs:
+    """How the per-group templates name their values.
+
+    Standalone (the ``vcube-build-group`` WorkflowTemplate): its own workflow parameters.
+    Inline (the child spec inside the parent's resource manifest): the parent substitutes the
+    manifest before creating the child, so group and shards are the parent's inputs, and the
+    child's own inputs are written as expression tags (``{{=inputs.parameters.shard}}``), which
+    the parent neither validates nor resolves (it has no such input) and the child evaluates.
+    """
+
+    group: str
+    shards: str
+    inline: bool
+    # Where scans run: the spot pool, unless an overlay moves them (dev: on-demand).
+    scan_capacity: str = "spot"
+
+    def own_input(self, name: str) -> str:
+        eq = "=" if self.inline else ""
+        return f"{{{{{eq}inputs.parameters.{name}}}}}"
+
+
+STANDALONE = _GroupRefs(
+    group="{{workflow.parameters.group}}", shards="{{workflow.parameters.shards}}", inline=False
+)
+INLINE = _GroupRefs(
+    group="{{inputs.parameters.group}}",
+    shards="{{inputs.parameters.shards}}",
+    inline=True,
+    scan_capacity="{{inputs.parameters.scan-capacity}}",
+)
+
+
+def _group_templates(opts: BuildOptions, refs: _GroupRefs) -> DAG:
+    """scan per shard (fan-out) → commit: the body of one group, for both renderings."""
+    shard = refs.own_input("shard")
+    scan = _vcube(
+        opts,
+        "scan",
+        ["scan", SPEC, "--shard", shard],
+        cpu="500m",
+        memory="512Mi",
+        memory_limit="1Gi",
+        display=f"scan-{shard}",
+        inputs=[Parameter(name="shard", description="shard id, e.g. 012-04")],
+        outputs=[_scalar_output("files", "files scanned by this shard")],
+        node_selector={"karpenter.sh/capacity-type": refs.scan_capacity},
+        tolerations=[
+            Toleration(
+                key="karpenter.sh/capacity-type",
+                operator="Equal",
+                value="spot",
+                effect="NoSchedule",
+            )
+        ],
+        # Spot reclaim and node loss surface as errors, S3 outages as exit 3: retried; a bad
+        # file (exit 1) is not. A scan is pure and deterministic: a retry writes the same bytes.
+        retry_strategy=_retry(5, "15s"),
+        metrics=Metrics(
+            prometheus=[_counter("vcube_files_scanned", "Source files scanned by vcube", "files")]
+        ),
+        active_deadline_seconds=3600,
+    )
+    group = refs.own_input("group")
+    commit = _vcube(
+        opts,
+        "commit",
+        ["commit", SPEC, "--group", group],
+        cpu="1",
+        memory="2Gi",
+        memory_limit="3Gi",
+        display=f"commit-{group}",
+        inputs=[Parameter(name="group", description="commit group id, e.g. 012")],
+        outputs=[_scalar_output("refs", "chunk refs written by this commit")],
+        node_selector=opts.on_demand_selector,
+        synchronization=_commit_mutex(),
+        # Only transient failures are retried (the mutex is held through every backoff);
+        # conflicts with other writers are rebased inside the CLI, and re-running a committed
+        # group is a no-op (the CLI checks the commit metadata).
+        retry_strategy=_retry(5, "30s"),
+        metrics=Metrics(
+            prometheus=[_counter("vcube_refs_committed", "Chunk refs committed by vcube", "refs")]
+        ),
+        active_deadline_seconds=3600,
+    )
+    with DAG(name="group", labels=labels("build-group")) as dag:
+        scans = Task(
+            name="scan",
+            template=scan,
+            arguments={"shard": "{{item}}"},
+            with_param=refs.shards,
+        )
+        commits = Task(name="commit", template=commit, arguments={"group": refs.group})
+        scans >> commits
+    return dag
+
+
+def build_group_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
+    """The standalone ``vcube-build-group``: redo one group by hand (scan its shards, commit).
+
+    A build does not reference it: each child carries the same body inline (``_child``), so a
+    template synced mid-build never changes the groups of a running build.
+    """
+    opts = opts or BuildOptions()
+    with WorkflowTemplate(
+        name=opts.group_name,
+        annotations={
+            "workflows.argoproj.io/description": (
+                "One commit group of a vcube build: scan its shards in parallel, then commit "
+                "the group once. vcube-build carries the same steps inline; submit this to redo "
+                "one group by hand."
+            ),
+        },
+        entrypoint="group",
+        active_deadline_seconds=opts.group_deadline_seconds,
+        arguments=[
+            _spec_parameter(opts),
+            Parameter(name="group", value="", description="commit group id, e.g. 012"),
+            Parameter(
+                name="shards",
+                value="[]",
+                description='JSON list of the group\'s shard ids, e.g. ["012-01", "012-04"]',
+            ),
+        ],
+        **_workflow_spec_defaults(opts, "build-group"),
+    ) as wt:
+        _group_templates(opts, STANDALONE)
+    return wt
+
+
+def _child(opts: BuildOptions) -> dict[str, Any]:
+    """The child Workflow one ``group`` step applies: its whole spec inline.
+
+    Inline rather than ``workflowTemplateRef``: Argo resolves a reference when the child is
+    created, so a template synced mid-build would run later groups on another image and spec.
+    The parent's own spec is pinned (``status.storedWorkflowTemplateSpec``), and with it this
+    manifest. The name is deterministic, so a retried step re-applies the same child instead of
+    creating a second one.
+    """
+    with WorkflowTemplate(
+        name="child",
+        entrypoint="group",
+        active_deadline_seconds=opts.group_deadline_seconds,
+        arguments=[
+            Parameter(name="spec", value=SPEC),
+            Parameter(name="group", value=INLINE.group),
+            Parameter(name="shards", value=INLINE.shards),
+        ],
+        **_workflow_spec_defaults(opts, "build-group"),
+    ) as wt:
+        _group_templates(opts, INLINE)
+    spec = _finish(wt)["spec"]
+    # The image is the group step's input, which kustomize's `images:` sets like every other
+    # image of the template (k8s/base/kustomizeconfig.yaml): a string manifest is opaque to it.
+    for t in spec["templates"]:
+        if "container" in t:
+            t["container"]["image"] = "{{inputs.parameters.image}}"
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {
+            # Workflow names end up in label values (63 characters at most).
+            "name": "{{workflow.name}}-g{{inputs.parameters.group}}",
+            "labels": {
+                **labels("build-group"),
+                PARENT_LABEL: "{{workflow.name}}",
+            },
+            "annotations": {"workflows.argoproj.io/title": "group {{inputs.parameters.group}}"},
+        },
+        "spec": spec,
+    }
 
 
 def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
     """The parent ``vcube-build``: plan → init → one child workflow per group → validate."""
     opts = opts or BuildOptions()
-    spec = "{{workflow.parameters.spec}}"
+    # Rendered before entering this template's context: Hera would add the child's steps here.
+    child = yaml.safe_dump(_child(opts), sort_keys=False)
     with WorkflowTemplate(
         name=opts.name,
         annotations={
@@ -252,8 +448,10 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
             ),
         },
         entrypoint="build",
+        on_exit="exit",
         parallelism=opts.parallelism,
         active_deadline_seconds=opts.active_deadline_seconds,
+        synchronization=_build_mutex(),
         arguments=[
             _spec_parameter(opts),
             Parameter(
@@ -270,7 +468,7 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
         plan = _vcube(
             opts,
             "plan",
-            ["plan", spec, "--groups", "{{workflow.parameters.groups}}"],
+            ["plan", SPEC, "--groups", "{{workflow.parameters.groups}}"],
             cpu="500m",
             memory="1Gi",
             memory_limit="2Gi",
@@ -283,54 +481,43 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
                 ),
             ],
             node_selector=opts.on_demand_selector,
-            retry_strategy=_retry(2, "OnError", "30s", "10m"),
+            retry_strategy=_retry(2, "30s"),
             active_deadline_seconds=3600,
         )
         init = _vcube(
             opts,
             "init",
-            ["init", spec],
+            ["init", SPEC],
             cpu="1",
             memory="2Gi",
             memory_limit="3Gi",
-            display="init cube",
+            display="init-cube",
             node_selector=opts.on_demand_selector,
             synchronization=_commit_mutex(),
-            retry_strategy=_retry(3, "Always", "30s", "15m"),
+            retry_strategy=_retry(3, "30s"),
             active_deadline_seconds=3600,
         )
-        child = {
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "Workflow",
-            "metadata": {
-                "generateName": f"{opts.group_name}-",
-                "labels": {
-                    **labels("build-group"),
-                    "vcube.io/parent-workflow": "{{workflow.name}}",
-                },
-                "annotations": {"workflows.argoproj.io/title": "group {{inputs.parameters.group}}"},
-            },
-            "spec": {
-                "workflowTemplateRef": {"name": opts.group_name},
-                "arguments": {
-                    "parameters": [
-                        {"name": "spec", "value": spec},
-                        {"name": "group", "value": "{{inputs.parameters.group}}"},
-                        {"name": "shards", "value": "{{inputs.parameters.shards}}"},
-                    ]
-                },
-            },
-        }
         launch = Resource(
             name="group",
-            action="create",
+            action="apply",
             set_owner_reference=True,
-            manifest=yaml.safe_dump(child, sort_keys=False),
+            manifest=child,
             success_condition="status.phase == Succeeded",
             failure_condition="status.phase in (Failed, Error)",
             inputs=[
                 Parameter(name="group", description="commit group id, e.g. 012"),
                 Parameter(name="shards", description="JSON list of the group's shard ids"),
+                Parameter(
+                    name="image",
+                    value=opts.image,
+                    description="the child's worker image (kustomize `images:` sets its tag)",
+                ),
+                Parameter(
+                    name="scan-capacity",
+                    value="spot",
+                    enum=["spot", "on-demand"],
+                    description="Karpenter capacity type of the child's scan pods",
+                ),
             ],
             outputs=[
                 Parameter(
@@ -340,25 +527,42 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
                 )
             ],
             labels=labels("group"),
-            annotations={DISPLAY_NAME: "group {{inputs.parameters.group}}"},
+            annotations={DISPLAY_NAME: "group-{{inputs.parameters.group}}"},
             node_selector=opts.on_demand_selector,
-            # Losing the waiting pod re-creates the child: wasted work, never a wrong cube
-            # (scans are deterministic, committed groups are no-ops).
-            retry_strategy=_retry(2, "OnError", "30s", "10m"),
+            # Applies and watches Workflows: its own identity, not the workers'.
+            service_account_name=LAUNCHER_SERVICE_ACCOUNT,
+            # Only a lost waiting pod is retried: it re-applies the same child (no second one)
+            # and waits again. A failed child fails the step.
+            retry_strategy=_retry(2, "30s", transient_only=False),
         )
         validate = _vcube(
             opts,
             "validate",
-            ["validate", spec, "--groups", "{{workflow.parameters.groups}}"],
+            ["validate", SPEC, "--groups", "{{workflow.parameters.groups}}"],
             cpu="1",
             memory="2Gi",
             memory_limit="3Gi",
             display="validate",
             node_selector=opts.on_demand_selector,
-            retry_strategy=_retry(2, "OnError", "30s", "10m"),
+            retry_strategy=_retry(2, "30s"),
             active_deadline_seconds=3 * 3600,
         )
-        with DAG(name="build", labels=labels("build")):
+        stop = _vcube(
+            opts,
+            "stop-children",
+            ["stop-children", "{{workflow.name}}"],
+            cpu="100m",
+            memory="256Mi",
+            memory_limit="512Mi",
+            display="stop-children",
+            node_selector=opts.on_demand_selector,
+            service_account_name=LAUNCHER_SERVICE_ACCOUNT,
+            retry_strategy=_retry(3, "10s"),
+            active_deadline_seconds=600,
+        )
+        # A failed group does not stop the others (failFast false): every group that can be
+        # committed is, and the build still fails, naming the failed group's node.
+        with DAG(name="build", labels=labels("build"), fail_fast=False):
             t_plan = Task(name="plan", template=plan)
             t_init = Task(name="init", template=init)
             t_groups = Task(
@@ -371,99 +575,14 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
             t_plan >> t_init
             t_init >> t_groups
             t_groups >> t_validate
-    return wt
-
-
-def build_group_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
-    """The child ``vcube-build-group``: scan every shard of one group (fan-out) → commit it."""
-    opts = opts or BuildOptions()
-    spec = "{{workflow.parameters.spec}}"
-    with WorkflowTemplate(
-        name=opts.group_name,
-        annotations={
-            "workflows.argoproj.io/description": (
-                "One commit group of a vcube build: scan its shards in parallel, then commit "
-                "the group once. Started by vcube-build; can be submitted alone to redo a group."
-            ),
-        },
-        entrypoint="group",
-        active_deadline_seconds=opts.group_deadline_seconds,
-        arguments=[
-            _spec_parameter(opts),
-            Parameter(name="group", value="", description="commit group id, e.g. 012"),
-            Parameter(
-                name="shards",
-                value="[]",
-                description='JSON list of the group\'s shard ids, e.g. ["012-01", "012-04"]',
-            ),
-        ],
-        **_workflow_spec_defaults(opts, "build-group"),
-    ) as wt:
-        scan = _vcube(
-            opts,
-            "scan",
-            ["scan", spec, "--shard", "{{inputs.parameters.shard}}"],
-            cpu="500m",
-            memory="512Mi",
-            memory_limit="1Gi",
-            display="scan {{inputs.parameters.shard}}",
-            inputs=[Parameter(name="shard", description="shard id, e.g. 012-04")],
-            outputs=[_scalar_output("files", "files scanned by this shard")],
-            node_selector=opts.spot_selector,
-            tolerations=[
-                Toleration(
-                    key="karpenter.sh/capacity-type",
-                    operator="Equal",
-                    value="spot",
-                    effect="NoSchedule",
-                )
-            ],
-            # Spot reclaim and node loss surface as errors, S3 hiccups as failures (exit 3):
-            # retry both, not a bad file (exit 1). A scan is pure and deterministic, so a
-            # retry rewrites the same bytes.
-            retry_strategy=_retry(5, "Always", "15s", "30m", RETRY_TRANSIENT),
-            metrics=Metrics(
-                prometheus=[
-                    _counter("vcube_files_scanned", "Source files scanned by vcube", "files")
-                ]
-            ),
-            active_deadline_seconds=3600,
-        )
-        commit = _vcube(
-            opts,
-            "commit",
-            ["commit", spec, "--group", "{{inputs.parameters.group}}"],
-            cpu="1",
-            memory="2Gi",
-            memory_limit="3Gi",
-            display="commit group {{inputs.parameters.group}}",
-            inputs=[Parameter(name="group", description="commit group id, e.g. 012")],
-            outputs=[_scalar_output("refs", "chunk refs written by this commit")],
-            node_selector=opts.on_demand_selector,
-            synchronization=_commit_mutex(),
-            # A conflicting or interrupted commit is retried; re-running a committed group
-            # is a no-op (the CLI checks the commit metadata).
-            retry_strategy=_retry(5, "Always", "30s", "30m"),
-            metrics=Metrics(
-                prometheus=[
-                    _counter("vcube_refs_committed", "Chunk refs committed by vcube", "refs")
-                ]
-            ),
-            active_deadline_seconds=3600,
-        )
-        with DAG(name="group", labels=labels("build-group")):
-            scans = Task(
-                name="scan",
-                template=scan,
-                arguments={"shard": "{{item}}"},
-                with_param="{{workflow.parameters.shards}}",
+        # Children outlive a stopped or failed parent (owner references cascade only on
+        # deletion): the exit handler stops every child still running.
+        with DAG(name="exit", labels=labels("build")):
+            Task(
+                name="stop-children",
+                template=stop,
+                when="{{workflow.status}} != Succeeded",
             )
-            commits = Task(
-                name="commit",
-                template=commit,
-                arguments={"group": "{{workflow.parameters.group}}"},
-            )
-            scans >> commits
     return wt
 
 
@@ -471,7 +590,8 @@ def _set_template_annotations(obj: dict[str, Any]) -> None:
     """Move display-name annotations from pod metadata to the template's own ``annotations``.
 
     Hera 7.1 puts a template's ``annotations`` into pod ``metadata``; Argo reads the node
-    display name from the template-level ``annotations`` field (Argo ≥ 3.7, in the v4 CRD).
+    display name from the template-level ``annotations`` field (present in v4.0.5's types and
+    the v4 CRD: Template.GetDisplayName).
     """
     for template in obj["spec"]["templates"]:
         meta = template.get("metadata") or {}
@@ -496,5 +616,5 @@ def template_dict(opts: BuildOptions | None = None) -> dict[str, Any]:
 
 
 def group_template_dict(opts: BuildOptions | None = None) -> dict[str, Any]:
-    """The per-group child WorkflowTemplate as a plain dict."""
+    """The standalone per-group WorkflowTemplate as a plain dict."""
     return _finish(build_group_template(opts))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -285,3 +286,76 @@ def workflow_progress(name: str, env: Mapping[str, str] | None = None) -> dict[s
         return summarize(get_workflow(name, env))
     except ArgoError as e:
         return {"name": name, "error": str(e)}
+
+
+# -- stopping a build's children (vcube-build's exit handler) -------------------------------
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+PARENT_LABEL = "vcube.io/parent-workflow"
+COMPLETED_LABEL = "workflows.argoproj.io/completed"
+
+
+def _in_cluster_request(
+    method: str, path: str, body: Mapping[str, Any] | None = None, *, sa_dir: str
+) -> dict[str, Any]:
+    """One call to the API server with the pod's ServiceAccount token (standard library only:
+    the worker image carries no Kubernetes client)."""
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host:
+        raise ArgoError("not in a pod: KUBERNETES_SERVICE_HOST is not set")
+    try:
+        token = Path(sa_dir, "token").read_text().strip()
+    except OSError as e:
+        raise ArgoError(f"no ServiceAccount token under {sa_dir}: {e}") from None
+    context = ssl.create_default_context(cafile=f"{sa_dir}/ca.crt")
+    host = f"[{host}]" if ":" in host else host
+    request = urllib.request.Request(
+        f"https://{host}:{port}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            "Content-Type": "application/merge-patch+json",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S, context=context) as resp:
+            return dict(json.loads(resp.read()))
+    except urllib.error.HTTPError as e:
+        raise ArgoError(
+            f"{method} {path}: the Kubernetes API answered {e.code} {e.reason}"
+        ) from None
+    except (urllib.error.URLError, OSError) as e:
+        raise ArgoError(f"{method} {path}: cannot reach the Kubernetes API ({e})") from None
+
+
+def stop_children(parent: str, *, sa_dir: str = SERVICE_ACCOUNT_DIR) -> dict[str, Any]:
+    """Set ``spec.shutdown: Stop`` on every unfinished child Workflow of ``parent``.
+
+    Owner references cascade only on deletion: a stopped or failed parent leaves its children
+    running. Stop (not Terminate) lets each child's running pods end and its exit handlers run.
+    Idempotent: a finished child is left alone, a stopped one is patched again harmlessly.
+    """
+    import urllib.parse
+
+    try:
+        namespace = Path(sa_dir, "namespace").read_text().strip()
+    except OSError as e:
+        raise ArgoError(f"no namespace file under {sa_dir}: {e}") from None
+    selector = urllib.parse.quote(f"{PARENT_LABEL}={parent},{COMPLETED_LABEL}!=true")
+    base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+    listing = _in_cluster_request("GET", f"{base}?labelSelector={selector}", sa_dir=sa_dir)
+    stopped = []
+    for item in listing.get("items") or []:
+        name = item["metadata"]["name"]
+        _in_cluster_request(
+            "PATCH", f"{base}/{name}", {"spec": {"shutdown": "Stop"}}, sa_dir=sa_dir
+        )
+        stopped.append(name)
+    return {"step": "stop-children", "parent": parent, "stopped": len(stopped), "children": stopped}

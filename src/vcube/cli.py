@@ -36,6 +36,49 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+# Words of the object-store clients (obstore/object_store, Icechunk, h5py over a reader) when
+# the network or the server failed rather than the data: such a failure is exit 3 (retried).
+_NETWORK_WORDS = (
+    "connection refused",
+    "connection reset",
+    "connection closed",
+    "connection aborted",
+    "broken pipe",
+    "error sending request",
+    "dispatch failure",
+    "timed out",
+    "timeout",
+    "dns error",
+    "service unavailable",
+    "slowdown",
+    "io error",
+    "network",
+)
+
+
+def _is_storage_failure(e: BaseException) -> bool:
+    """An unexpected exception that is the store's or the network's fault, not the data's.
+
+    Walks the exception chain: the standard connection errors, vcube's remote read errors, and
+    the object-store libraries' errors whose message says the request itself failed.
+    """
+    from vcube.remote import RemoteReadError
+
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, (RemoteReadError, ConnectionError, TimeoutError)):
+            return True
+        module = type(cur).__module__ or ""
+        if module.split(".")[0] in ("obstore", "icechunk", "_icechunk_python", "botocore"):
+            text = str(cur).lower()
+            if any(w in text for w in _NETWORK_WORDS):
+                return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def _setup_logging(fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter("%(message)s"))
@@ -144,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also draw groups x shards coloured by state (needs the 'plot' extra: matplotlib)",
     )
     cmd("info", "print the Python snippet that opens the cube")
+    s = cmd(
+        "stop-children",
+        "stop every unfinished child workflow of an Argo build (its exit handler; in a pod)",
+        spec=False,
+    )
+    s.add_argument("parent", metavar="WORKFLOW", help="the parent vcube-build workflow's name")
+    s.add_argument("--outputs-dir", default=os.environ.get("VCUBE_OUTPUTS_DIR"))
     return p
 
 
@@ -162,6 +212,11 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
             progress=sys.stderr.isatty(),
         )
         return {"step": "sample", "dir": str(args.dir), "files": len(files)}
+
+    if args.command == "stop-children":
+        from vcube import argo
+
+        return argo.stop_children(args.parent)
 
     from vcube import cube, steps
     from vcube import spec as spec_mod
@@ -234,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     # Icechunk warns about local-filesystem commits on every open; the local executor commits
     # from one process, so only errors are worth a line. Set ICECHUNK_LOG to see more.
     os.environ.setdefault("ICECHUNK_LOG", "error")
+    from vcube.argo import ArgoError
     from vcube.catalog import PlanError
     from vcube.cube import CommitError
     from vcube.scan import ScanError
@@ -251,15 +307,22 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, PlotUnavailable) as e:
         print(f"vcube: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except StorageError as e:
+    except (StorageError, ArgoError) as e:
         print(f"vcube: {e}", file=sys.stderr)
         return EXIT_STORAGE
     except (PlanError, ScanError, TemplateError, CommitError, ValidationFailed) as e:
+        if e.__cause__ is not None and _is_storage_failure(e.__cause__):
+            print(f"vcube: {args.command}: storage unreachable: {e}", file=sys.stderr)
+            return EXIT_STORAGE
         print(f"vcube: {args.command} failed: {e}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as e:
         if os.environ.get("VCUBE_DEBUG"):
             raise
+        if _is_storage_failure(e):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"vcube: {args.command}: storage unreachable: {first}", file=sys.stderr)
+            return EXIT_STORAGE
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(
             f"vcube: {args.command} failed: {type(e).__name__}: {first} "

@@ -107,6 +107,10 @@ class RemoteFile(io.RawIOBase):
         self.bytes_fetched = 0
         self.reads = 0
         self.bytes_read = 0
+        # The last failed read. h5py swallows an exception raised in a read callback and reports
+        # a generic HDF5 error instead, so callers look here to tell "the store failed" (retry)
+        # from "the bytes are not HDF5" (the file's fault).
+        self.failure: RemoteReadError | None = None
         if _opened is None:
             _opened = _open_sync(
                 self.store, key, self.name, block_size, initial_bytes, version, hint
@@ -132,7 +136,8 @@ class RemoteFile(io.RawIOBase):
         return self.version.last_modified
 
     def _error(self, what: str, e: BaseException) -> RemoteReadError:
-        return _error(self.name, what, e)
+        self.failure = _error(self.name, what, e)
+        return self.failure
 
     # -- cache ------------------------------------------------------------------------------
 

@@ -65,10 +65,25 @@ def open_h5(loc: storage.Location, key: str) -> Iterator[h5py.File]:
         with f:
             yield f
         return
-    from vcube.remote import open_remote
+    from vcube.remote import RemoteReadError, open_remote
 
-    with _open_reader(open_remote(loc, key), key) as f:
-        yield f
+    try:
+        reader = open_remote(loc, key)
+    except RemoteReadError as e:
+        raise storage.StorageError(str(e)) from None
+    try:
+        with _open_reader(reader, key) as f:
+            yield f
+    except (ScanError, OSError) as e:
+        raise _store_failure(reader, key) or e from None
+
+
+def _store_failure(reader: Any, key: str) -> storage.StorageError | None:
+    """A StorageError if the reader's store failed (then the file is not at fault), else None."""
+    failure = getattr(reader, "failure", None)
+    if failure is None:
+        return None
+    return storage.StorageError(f"{key}: {failure}")
 
 
 def _check_unchanged(pf: catalog.PlannedFile, etag: str | None) -> None:
@@ -298,7 +313,14 @@ def _scan_one(
     lengths: dict[str, np.ndarray],
     values: dict[str, np.ndarray],
 ) -> None:
-    """Scan file `i` of a shard into the shard's arrays."""
+    """Scan file `i` of a shard into the shard's arrays.
+
+    A read that failed in the object store (connection refused, timeouts after the client's own
+    retries) is a StorageError (exit 3, retried by Argo), never blamed on the file.
+    """
+    from vcube.remote import RemoteReadError
+
+    reader = None
     try:
         if readers is None:
             opened = open_h5(src, pf.key)
@@ -308,9 +330,14 @@ def _scan_one(
             opened = _open_reader(reader, pf.key)
         with opened as f:
             fs = scan_file(f, pf.key, template, path_dims)
-    except ScanError:
-        raise
-    except OSError as e:
+    except RemoteReadError as e:
+        raise storage.StorageError(f"{pf.key}: {e}") from None
+    except (ScanError, OSError) as e:
+        failure = _store_failure(reader, pf.key)
+        if failure is not None:
+            raise failure from None
+        if isinstance(e, ScanError):
+            raise
         raise ScanError(f"{pf.key}: cannot read ({_h5msg(e)})") from None
     for name, (o, ln) in fs.refs.items():
         size = int(pf.size)

@@ -118,6 +118,9 @@ def _argo_pod_templates(where: str, spec: dict[str, Any]) -> Iterator[PodTemplat
     """Each container/script template of an Argo workflow spec, with workflow-level defaults."""
     pod_security = spec.get("securityContext", {})
     for tpl in spec.get("templates", []):
+        child = _child_workflow(tpl)
+        if child is not None:  # a resource template applying a Workflow: its pods count too
+            yield from _argo_pod_templates(f"{where} template {tpl['name']} child", child["spec"])
         containers = [tpl[k] for k in ("container", "script") if k in tpl]
         if not containers:
             continue  # dag/steps/suspend templates start no pod
@@ -129,6 +132,25 @@ def _argo_pod_templates(where: str, spec: dict[str, Any]) -> Iterator[PodTemplat
             tolerations=tuple(tpl.get("tolerations", spec.get("tolerations", []))),
             service_account=tpl.get("serviceAccountName", spec.get("serviceAccountName")),
         )
+
+
+def _child_workflow(tpl: dict[str, Any]) -> dict[str, Any] | None:
+    """The Workflow a resource template applies, with the template's own input defaults
+    substituted (vcube-build's child takes its image from the `image` input, set by kustomize)."""
+    manifest = tpl.get("resource", {}).get("manifest")
+    if not manifest:
+        return None
+    for p in tpl.get("inputs", {}).get("parameters", []):
+        if "value" in p:
+            manifest = manifest.replace(f"{{{{inputs.parameters.{p['name']}}}}}", str(p["value"]))
+    obj = yaml.safe_load(manifest)
+    if (
+        not isinstance(obj, dict)
+        or obj.get("kind") != "Workflow"
+        or "templates" not in obj.get("spec", {})
+    ):
+        return None
+    return obj
 
 
 def pod_templates(obj: dict[str, Any]) -> Iterator[PodTemplate]:

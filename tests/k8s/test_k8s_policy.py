@@ -119,14 +119,41 @@ def test_templates_run_the_overlay_image(name: str) -> None:
 def test_service_account_exists_is_bound_and_has_the_eksctl_role(name: str) -> None:
     objs = overlay(name)
     ns = OVERLAY_NAMESPACE[name]
-    used = {one(objs, "WorkflowTemplate", t)["spec"]["serviceAccountName"] for t in TEMPLATES} | {
-        pod.service_account for pod in _template_pods(name)
+    assert {one(objs, "WorkflowTemplate", t)["spec"]["serviceAccountName"] for t in TEMPLATES} == {
+        "vcube"
     }
-    assert used == {"vcube"}, used
+    # Worker pods (the data steps, also inside each group's child) run as vcube; only the
+    # steps that apply and stop child Workflows run as vcube-launcher.
+    by_identity: dict[str | None, set[str]] = {}
+    for pod in _template_pods(name):
+        by_identity.setdefault(pod.service_account, set()).add(pod.where.rsplit(" ", 1)[-1])
+    assert by_identity == {
+        "vcube": {"plan", "init", "validate", "scan", "commit"},
+        "vcube-launcher": {"stop-children"},
+    }, by_identity
+    build = {
+        t["name"]: t for t in one(objs, "WorkflowTemplate", "vcube-build")["spec"]["templates"]
+    }
+    assert build["group"]["serviceAccountName"] == "vcube-launcher"
     sa = one(objs, "ServiceAccount", "vcube")
-    # The executor Role is bound to it and grants exactly what the pods need: task results
-    # (executor) and child workflows (vcube-build's resource template), nothing else.
+    # The worker identity may only report task results (the Argo executor): it cannot create,
+    # change or stop Workflows.
     role = one(objs, "Role", "vcube-executor")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["argoproj.io"],
+            "resources": ["workflowtaskresults"],
+            "verbs": ["create", "patch"],
+        },
+    ]
+    binding = one(objs, "RoleBinding", "vcube-executor")
+    assert binding["roleRef"]["name"] == "vcube-executor"
+    assert {"kind": "ServiceAccount", "name": "vcube", "namespace": ns} in binding["subjects"]
+    # The launcher: task results plus applying (get, create, patch), watching and stopping
+    # (list, patch) Workflows; no AWS role.
+    launcher = one(objs, "ServiceAccount", "vcube-launcher")
+    assert "annotations" not in launcher["metadata"]
+    role = one(objs, "Role", "vcube-launcher")
     assert role["rules"] == [
         {
             "apiGroups": ["argoproj.io"],
@@ -136,12 +163,13 @@ def test_service_account_exists_is_bound_and_has_the_eksctl_role(name: str) -> N
         {
             "apiGroups": ["argoproj.io"],
             "resources": ["workflows"],
-            "verbs": ["create", "get", "list", "watch"],
+            "verbs": ["get", "list", "watch", "create", "patch"],
         },
     ]
-    binding = one(objs, "RoleBinding", "vcube-executor")
-    assert binding["roleRef"]["name"] == "vcube-executor"
-    assert {"kind": "ServiceAccount", "name": "vcube", "namespace": ns} in binding["subjects"]
+    binding = one(objs, "RoleBinding", "vcube-launcher")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "vcube-launcher", "namespace": ns}
+    ]
     # IRSA: the annotated role is the one eksctl creates for this namespace/ServiceAccount,
     # and the policy attached to it is a file in k8s/iam/.
     arn = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
@@ -210,7 +238,8 @@ def test_spot_pool_is_tainted_so_only_scans_land_there() -> None:
     assert spot["spec"]["template"]["spec"]["taints"], "spot pool must be tainted"
     pods = _template_pods("prod-us-west-2")
     on_spot = sorted(p.where.rsplit(" ", 1)[-1] for p in pods if _fits(p, spot))
-    assert on_spot == ["scan"]
+    # vcube-build-group's scan and the same step inside vcube-build's child.
+    assert on_spot == ["scan", "scan"]
 
 
 @pytest.mark.parametrize("name", OVERLAYS)

@@ -12,7 +12,6 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from tests.k8s.manifests import (
     K8S_VERSION,
@@ -138,24 +137,28 @@ def test_validation_is_strict(source: str, kind: str, name: str, path: list[str 
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_child_workflows_created_by_resource_templates_validate(name: str) -> None:
-    """vcube-build creates one Workflow per group: that manifest is a string in the template,
-    so nothing else validates it. It must be a valid Workflow referencing a template of this
-    overlay with parameters that template declares."""
+    """vcube-build applies one Workflow per group: that manifest is a string in the template,
+    so nothing else validates it. It must be a valid Workflow carrying its whole spec (pinned
+    to the parent's version), on the overlay's image and scan placement."""
+    from tests.k8s.manifests import _child_workflow
+
     objs = overlay(name)
     templates = {t["metadata"]["name"]: t for t in by_kind(objs, "WorkflowTemplate")}
     children = [
-        yaml.safe_load(tpl["resource"]["manifest"])
+        child
         for wt in templates.values()
         for tpl in wt["spec"]["templates"]
-        if "resource" in tpl
+        if (child := _child_workflow(tpl)) is not None
     ]
-    assert children, "vcube-build starts child workflows through a resource template"
+    assert len(children) == 1, "vcube-build applies child workflows through a resource template"
     for child in children:
         assert child["kind"] == "Workflow"
         validate_object(child)
         validate_argo_loose(child)
-        ref = child["spec"]["workflowTemplateRef"]["name"]
-        assert ref in templates, f"child references {ref!r}, not in the overlay"
-        declared = {p["name"] for p in templates[ref]["spec"]["arguments"]["parameters"]}
-        given = {p["name"] for p in child["spec"]["arguments"]["parameters"]}
-        assert given <= declared, given - declared
+        assert "workflowTemplateRef" not in child["spec"]
+        inline = {t["name"]: t for t in child["spec"]["templates"]}
+        standalone = {t["name"]: t for t in templates["vcube-build-group"]["spec"]["templates"]}
+        assert set(inline) == set(standalone)
+        for step in ("scan", "commit"):
+            assert inline[step]["container"]["image"] == standalone[step]["container"]["image"]
+            assert inline[step]["nodeSelector"] == standalone[step]["nodeSelector"], (name, step)

@@ -3,9 +3,14 @@
 Only what vcube-build uses: DAG templates with ``depends`` (task names joined by ``&&``),
 ``withParam`` over a JSON list (items may be objects: ``{{item.key}}``, lists rendered as JSON),
 input and workflow parameters, output parameters from ``valueFrom.path`` (with ``default``),
-container templates run as local processes, and ``resource`` templates that create a Workflow
-from a WorkflowTemplate (workflow-of-workflows): the manifest is substituted, parsed, validated
-against the CRD schema and run as a child workflow to completion (the success condition).
+container templates run as local processes, ``resource`` templates that apply a Workflow
+(workflow-of-workflows): the manifest is substituted the way the parent controller does it
+(tags it cannot resolve and Argo leaves alone stay, e.g. ``{{item}}`` and expression tags
+``{{=...}}``), parsed, validated against the CRD schema and run as a child workflow to
+completion (the success condition); applying the same name twice reuses the child. Expression
+tags are evaluated when they are a plain variable path (``{{=inputs.parameters.shard}}``).
+``onExit`` runs after the entrypoint with ``workflow.status``, and a task's ``when`` of the form
+``A == B`` / ``A != B`` is honoured.
 Each container gets its own scratch directory in place of its ``/tmp`` emptyDir, and
 ``ARGO_PROGRESS_FILE`` like the Argo executor sets it.
 Retries, mutexes, node selectors and resources are scheduling concerns and are not emulated;
@@ -28,6 +33,9 @@ from typing import Any
 import yaml
 
 _VAR = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+# Tags Argo's validator insists on resolving (GlobalVarValidWorkflowVariablePrefix, v4.0.5);
+# anything else unresolved in a resource manifest is left for the child.
+_STRICT_PREFIXES = ("item.", "steps.", "inputs.", "pod.", "workflow.", "tasks.")
 SCRATCH = "/tmp"
 
 
@@ -70,9 +78,20 @@ class Emulator:
     def _render(value: Any) -> str:
         return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
-    def substitute(self, text: str, scope: dict[str, Any]) -> str:
+    def substitute(self, text: str, scope: dict[str, Any], *, lenient: bool = False) -> str:
+        """Replace every tag; ``lenient``: leave what the parent's controller would leave."""
+
         def one(match: re.Match[str]) -> str:
             expr = match.group(1)
+            if expr.startswith("="):
+                name = expr[1:].strip()
+                if name in scope:
+                    return self._render(scope[name])
+                if lenient:
+                    return match.group(0)
+                raise EmulationError(f"unresolved expression {{{{{expr}}}}} in {text!r}")
+            if lenient and not expr.startswith(_STRICT_PREFIXES) and expr not in scope:
+                return match.group(0)
             if expr in scope:
                 return self._render(scope[expr])
             head, _, key = expr.partition(".")
@@ -105,7 +124,17 @@ class Emulator:
         params.update(arguments or {})
         self.global_scope = {f"workflow.parameters.{k}": v for k, v in params.items()}
         self.global_scope["workflow.name"] = self.name
-        return self._run_template(self.workflow["spec"]["entrypoint"], {}, self.name)
+        # A failed run raises without its exit handler: the handler's work (stopping children
+        # through the Kubernetes API) needs a cluster; tests/cluster checks it for real.
+        out = self._run_template(self.workflow["spec"]["entrypoint"], {}, self.name)
+        self._on_exit("Succeeded")
+        return out
+
+    def _on_exit(self, status: str) -> None:
+        handler = self.workflow["spec"].get("onExit")
+        if handler:
+            self.global_scope["workflow.status"] = status
+            self._run_template(handler, {}, f"{self.name}.onExit")
 
     def _run_template(self, name: str, inputs: dict[str, str], path: str) -> dict[str, str]:
         if name not in self.templates:
@@ -134,22 +163,21 @@ class Emulator:
         from tests.schemas import validate_object
 
         resource = tmpl["resource"]
-        if resource.get("action") != "create":
-            raise EmulationError(f"{path}: only action create is emulated")
-        manifest = yaml.safe_load(self.substitute(resource["manifest"], scope))
+        if resource.get("action") != "apply":
+            raise EmulationError(f"{path}: only action apply is emulated")
+        manifest = yaml.safe_load(self.substitute(resource["manifest"], scope, lenient=True))
         validate_object(manifest)
-        ref = manifest.get("spec", {}).get("workflowTemplateRef", {}).get("name")
-        if manifest.get("kind") != "Workflow" or ref not in self.library:
-            raise EmulationError(
-                f"{path}: creates {manifest.get('kind')} of unknown template {ref!r}"
-            )
-        name = f"{manifest['metadata']['generateName']}{len(self.children):05d}"
+        if manifest.get("kind") != "Workflow" or "workflowTemplateRef" in manifest["spec"]:
+            raise EmulationError(f"{path}: expected a Workflow with its spec inline")
+        name = manifest["metadata"]["name"]
+        if any(c["metadata"]["name"] == name for c in self.children):
+            raise EmulationError(f"{path}: {name} applied twice in one build")
         args = {
             p["name"]: p.get("value", "")
             for p in manifest["spec"].get("arguments", {}).get("parameters", [])
         }
         child = Emulator(
-            self.library[ref],
+            {"spec": manifest["spec"]},
             self.workdir / name,
             library=self.library,
             bin_dir=self.bin_dir,
@@ -158,7 +186,7 @@ class Emulator:
         )
         # The success condition (status.phase == Succeeded) holds iff the child ran through.
         child.run(args)
-        self.children.append({**manifest, "metadata": {**manifest["metadata"], "name": name}})
+        self.children.append(manifest)
         outputs = {}
         for p in tmpl.get("outputs", {}).get("parameters", []):
             if p["valueFrom"].get("jsonPath") != "{.metadata.name}":
@@ -204,6 +232,8 @@ class Emulator:
                     raise EmulationError(f"{tpath}: withParam is not a JSON list: {raw[:200]!r}")
             else:
                 items = [None]
+            if "when" in task and not self._when(task["when"], task_scope):
+                continue
             results = []
             for i, item in enumerate(items):
                 item_scope = dict(task_scope)
@@ -220,6 +250,14 @@ class Emulator:
                     task_scope[f"tasks.{task['name']}.outputs.parameters.{k}"] = v
         return {}
 
+    def _when(self, condition: str, scope: dict[str, Any]) -> bool:
+        text = self.substitute(condition, scope)
+        for op in ("!=", "=="):
+            if op in text:
+                left, right = (x.strip() for x in text.split(op, 1))
+                return (left == right) == (op == "==")
+        raise EmulationError(f"unsupported when {condition!r}")
+
     def _run_container(
         self, tmpl: dict[str, Any], scope: dict[str, Any], path: str
     ) -> dict[str, str]:
@@ -231,7 +269,9 @@ class Emulator:
             # The container's /tmp is its own emptyDir: a path the template itself writes
             # under /tmp maps to this node's scratch (substituted values are left alone).
             value = self.substitute(raw, scope)
-            if raw == SCRATCH or raw.startswith(SCRATCH + "/"):
+            # (A child's values were substituted by its parent and may be test paths under /tmp:
+            # only the scratch root and the outputs dir are the template's own.)
+            if raw == SCRATCH or raw.startswith(SCRATCH + "/outputs"):
                 return str(scratch) + value[len(SCRATCH) :]
             return value
 

@@ -110,9 +110,9 @@ def test_rendered_dags_build_the_cube_vcube_run_builds_and_resume(
     ]
     plan_groups = json.loads(first.nodes[0].outputs["groups"])
     assert plan_groups == [{"group": "000", "shards": ["000-01", "000-04"]}]
-    assert [c["spec"]["workflowTemplateRef"]["name"] for c in first.children] == [
-        GROUP_TEMPLATE_NAME
-    ]
+    # One child per group, named after the parent and the group, its spec inline.
+    assert [c["metadata"]["name"] for c in first.children] == ["wf-g000"]
+    assert all("workflowTemplateRef" not in c["spec"] for c in first.children)
     first_commit = json.loads(first.nodes[4].outputs["summary"])
     assert first_commit["changed"] is True
     _check_outputs(first.nodes)
@@ -127,21 +127,21 @@ def test_rendered_dags_build_the_cube_vcube_run_builds_and_resume(
     assert [n.template for n in again.nodes][:2] == ["plan", "init"]
     assert again.nodes[-1].template == "validate"
     assert sorted(n.display_name or "" for n in by_template["scan"]) == [
-        "scan 000-01",
-        "scan 000-04",
-        "scan 001-01",
-        "scan 001-04",
+        "scan-000-01",
+        "scan-000-04",
+        "scan-001-01",
+        "scan-001-04",
     ]
     commits = {n.display_name: json.loads(n.outputs["summary"]) for n in by_template["commit"]}
-    assert set(commits) == {"commit group 000", "commit group 001"}
-    assert commits["commit group 000"]["changed"] is False
-    assert commits["commit group 000"]["snapshot"] == first_commit["snapshot"]
-    assert commits["commit group 001"]["changed"] is True
+    assert set(commits) == {"commit-000", "commit-001"}
+    assert commits["commit-000"]["changed"] is False
+    assert commits["commit-000"]["snapshot"] == first_commit["snapshot"]
+    assert commits["commit-001"]["changed"] is True
     assert all(int(n.metrics["vcube_files_scanned"]) == 3 for n in by_template["scan"])
     assert int(by_template["commit"][-1].metrics["vcube_refs_committed"]) > 0
     # Scans report N/M progress; the committed group's scans were not redone (unchanged).
     scanned = {n.display_name: json.loads(n.outputs["summary"]) for n in by_template["scan"]}
-    assert {k for k, v in scanned.items() if v["changed"]} == {"scan 001-01", "scan 001-04"}
+    assert {k for k, v in scanned.items() if v["changed"]} == {"scan-001-01", "scan-001-04"}
     assert all(
         n.progress == "3/3"
         for n in by_template["scan"]
@@ -151,6 +151,7 @@ def test_rendered_dags_build_the_cube_vcube_run_builds_and_resume(
     # The children carry the labels that tie them to their parent.
     for child in again.children:
         assert child["metadata"]["labels"]["vcube.io/parent-workflow"] == "wf"
+    assert sorted(c["metadata"]["name"] for c in again.children) == ["wf-g000", "wf-g001"]
 
     # `vcube status --workflow` still reports the cube when no cluster is reachable.
     status = subprocess.run(
