@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -258,58 +257,46 @@ def _label(i: int, g: dict[str, Any]) -> str:
     return f"{i}:group:{g['group']},shards:{json.dumps(g['shards'], separators=(',', ':'))}"
 
 
-def _build_nodes(
-    n_groups: int,
-    shards_per_group: int,
-    spec: dict[str, Any] | None,
-    add_group: Callable[[_Nodes, str, str, str, dict[str, Any]], None],
+def _group_inputs(g: dict[str, Any]) -> dict[str, str]:
+    return {"group": g["group"], "shards": json.dumps(g["shards"])}
+
+
+def _group_dag(nodes: _Nodes, name: str, boundary: str, fan: str, g: dict[str, Any]) -> None:
+    """The rejected single Workflow: each group's DAG runs inside it."""
+    gname = nodes.add(
+        name, f"group {g['group']}", "DAG", "group", boundary, fan, inputs=_group_inputs(g)
+    )
+    _group_body(nodes, gname, _node_id(gname), g)
+
+
+def _child_resource(nodes: _Nodes, name: str, boundary: str, fan: str, g: dict[str, Any]) -> None:
+    """``vcube-build``: a resource node (Retry + Pod) per group that creates its child."""
+    nodes.retried_pod(
+        name, f"group {g['group']}", "group", boundary, fan,
+        inputs=_group_inputs(g),
+        outputs={"workflow": f"vcube-build-group-{_jitter(g['group'], 'wf', 10000, 99999)}"},
+    )  # fmt: skip
+
+
+_GROUP_NODES = {"single": _group_dag, "parent": _child_resource}
+
+
+def workflow_nodes(
+    design: str,
+    n_groups: int = ATLAS_GROUPS,
+    shards_per_group: int = ATLAS_SHARDS_PER_GROUP,
+    spec: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """plan, init, one ``add_group(nodes, name, boundary, fan, group)`` per group, validate."""
+    """``status.nodes`` of the parent (``design="parent"``) or of the rejected single Workflow
+    (``"single"``): plan, init, the groups, validate, and the exit handler of ``spec``."""
     nodes = _Nodes({}, _descriptions())
     root = nodes.add(WORKFLOW_NAME, WORKFLOW_NAME, "DAG", "build", None, None)
     _head(nodes, root, n_groups, shards_per_group)
     fan = nodes.add(f"{root}.group", "group", "TaskGroup", None, _node_id(root), root)
     for i, g in enumerate(atlas_groups(n_groups, _months(shards_per_group))):
-        add_group(nodes, f"{fan}({_label(i, g)})", _node_id(root), fan, g)
+        _GROUP_NODES[design](nodes, f"{fan}({_label(i, g)})", _node_id(root), fan, g)
     _tail(nodes, root, spec)
     return nodes.nodes
-
-
-def _group_inputs(g: dict[str, Any]) -> dict[str, str]:
-    return {"group": g["group"], "shards": json.dumps(g["shards"])}
-
-
-def single_workflow_nodes(
-    n_groups: int = ATLAS_GROUPS,
-    shards_per_group: int = ATLAS_SHARDS_PER_GROUP,
-    spec: dict[str, Any] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """``status.nodes`` if every group ran inside one Workflow (the rejected design)."""
-
-    def group_dag(nodes: _Nodes, name: str, boundary: str, fan: str, g: dict[str, Any]) -> None:
-        gname = nodes.add(
-            name, f"group {g['group']}", "DAG", "group", boundary, fan, inputs=_group_inputs(g)
-        )
-        _group_body(nodes, gname, _node_id(gname), g)
-
-    return _build_nodes(n_groups, shards_per_group, spec, group_dag)
-
-
-def parent_workflow_nodes(
-    n_groups: int = ATLAS_GROUPS,
-    shards_per_group: int = ATLAS_SHARDS_PER_GROUP,
-    spec: dict[str, Any] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """``status.nodes`` of ``vcube-build``: one resource node (Retry + Pod) per group."""
-
-    def child(nodes: _Nodes, name: str, boundary: str, fan: str, g: dict[str, Any]) -> None:
-        nodes.retried_pod(
-            name, f"group {g['group']}", "group", boundary, fan,
-            inputs=_group_inputs(g),
-            outputs={"workflow": f"vcube-build-group-{_jitter(g['group'], 'wf', 10000, 99999)}"},
-        )  # fmt: skip
-
-    return _build_nodes(n_groups, shards_per_group, spec, child)
 
 
 def child_workflow_nodes(shards_per_group: int = ATLAS_SHARDS_PER_GROUP) -> dict[str, Any]:
@@ -393,11 +380,11 @@ def measure(n_groups: int = ATLAS_GROUPS, *, single: bool = True) -> ScaleReport
         submitted_workflow_bytes=wf_bytes,
         groups_json_bytes=groups_json_bytes(n_groups),
         single=(
-            object_size(single_workflow_nodes(n_groups), wf_bytes, parent_t + child_t)
+            object_size(workflow_nodes("single", n_groups), wf_bytes, parent_t + child_t)
             if single
             else empty
         ),
-        parent=object_size(parent_workflow_nodes(n_groups), wf_bytes, parent_t),
+        parent=object_size(workflow_nodes("parent", n_groups), wf_bytes, parent_t),
         child=object_size(child_workflow_nodes(), wf_bytes, child_t),
     )
 

@@ -80,7 +80,7 @@ def test_node_counts_follow_the_rendered_dags(atlas: scale.ScaleReport) -> None:
     per_group = _template_nodes(templates, _fan_out_template(parent), groups)
     assert atlas.single.nodes == atlas.parent.nodes + groups * (atlas.child.nodes - per_group)
     # Other sizes, so a count right for 690 by accident is caught.
-    assert len(scale.parent_workflow_nodes(3, 2)) == _workflow_nodes(parent, 3)
+    assert len(scale.workflow_nodes("parent", 3, 2)) == _workflow_nodes(parent, 3)
 
 
 def test_an_exit_handler_is_modelled_like_argo_counts_it() -> None:
@@ -101,10 +101,10 @@ def test_an_exit_handler_is_modelled_like_argo_counts_it() -> None:
     without.pop("onExit", None)  # the rendered template has its own handler (stop-children)
     spec["templates"] += [plain, handler]
     spec["onExit"] = "on-exit"
-    with_handler = len(scale.parent_workflow_nodes(5, 2, spec))
+    with_handler = len(scale.workflow_nodes("parent", 5, 2, spec))
     assert with_handler == _workflow_nodes(parent, 5)
     # The handler's DAG node, a Retry node and its Pod, one plain Pod.
-    assert with_handler == len(scale.parent_workflow_nodes(5, 2, without)) + 1 + 2 + 1
+    assert with_handler == len(scale.workflow_nodes("parent", 5, 2, without)) + 1 + 2 + 1
 
 
 def test_groups_output_is_what_plan_writes_for_the_atlas(
