@@ -166,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shard", required=True)
     s = cmd("commit", "write one group into the cube and commit it (no-op if already committed)")
     s.add_argument("--group", required=True)
+    s = cmd(
+        "commit-all",
+        "the fan-in's one committer: commit each group needing work once all its shards are "
+        "scanned, while scans go on",
+    )
+    s.add_argument(
+        "--run-id",
+        help="wait for more scans until `vcube scans-done --run-id` marks this build's scans over "
+        "(default: commit what is complete now)",
+    )
+    s.add_argument("--poll", type=float, default=5.0, help="seconds between looks (default 5)")
+    s = cmd("scans-done", "mark a build's scan fan-out as over (its committer then finishes)")
+    s.add_argument("--run-id", required=True, help="the id given to `commit-all` (Argo: uid)")
     s = cmd("validate", "check dims, chunks and sampled values against the source files")
     s.add_argument("--samples", type=int, default=3, help="files compared value by value")
     s.add_argument("--groups", default="", help="validate only these groups (default: all)")
@@ -237,6 +250,18 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
         return steps.scan_step(spec, args.shard, on_file=_progress_writer())
     if args.command == "commit":
         return steps.commit_step(spec, args.group, on_file=_progress_writer())
+    if args.command == "commit-all":
+        progress = _progress_writer()
+
+        def on_group(done: int, total: int) -> None:
+            if progress:
+                progress(done, total)
+            if done:
+                log.info("commit-all: %d/%d groups", done, total)
+
+        return steps.commit_all_step(spec, run_id=args.run_id, poll=args.poll, on_group=on_group)
+    if args.command == "scans-done":
+        return steps.scans_done_step(spec, args.run_id)
     if args.command == "validate":
         return steps.validate_step(spec, samples=args.samples, groups=_ids(args.groups))
     if args.command == "status":

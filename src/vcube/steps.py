@@ -8,6 +8,7 @@ a JSON-serializable summary.
 from __future__ import annotations
 
 import json
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -140,6 +141,89 @@ def commit_step(
     plan = catalog.load_plan(spec)
     tmpl = template.load_template(spec)
     return cube.commit_group(spec, plan, tmpl, group, on_file=on_file)
+
+
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def scans_done_key(run_id: str) -> str:
+    """The marker a build writes when its scan fan-out is over (every scan node finished)."""
+    if not RUN_ID_RE.fullmatch(run_id):
+        raise catalog.PlanError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+    return f"fanin/{run_id}/scans-done"
+
+
+def scans_done_step(spec: DatasetSpec, run_id: str) -> dict[str, Any]:
+    """Tell this build's committer that no more scans will come (succeeded or not)."""
+    key = scans_done_key(run_id)
+    storage.write_bytes(catalog.work_location(spec), key, json.dumps({"run": run_id}).encode())
+    return {"step": "scans-done", "run": run_id, "marker": key}
+
+
+def commit_all_step(
+    spec: DatasetSpec,
+    *,
+    run_id: str | None = None,
+    poll: float = 5.0,
+    on_group: Progress | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """The fan-in's one committer: commit each group that needs work as soon as all its shards
+    are scanned, one Icechunk commit per group, while the scans go on.
+
+    A group is complete when every shard has a result made from the current inputs (the result
+    is written in one piece, so it is its own marker). With `run_id`, waits for more scans until
+    the build's scans-done marker appears; without, commits what is complete now. Groups still
+    incomplete after that fail the step, named with their failed shards. Killed at any point, a
+    re-run skips what the branch history has (same as `vcube commit`).
+    """
+    t0 = time.perf_counter()
+    plan = catalog.load_plan(spec)
+    tmpl = template.load_template(spec)
+    work_loc = catalog.work_location(spec)
+    marker = scans_done_key(run_id) if run_id else None
+    work = status.needs_work(plan, status.read_history(spec), tmpl)
+    todo = [g for g in plan.groups if work[g]]
+    total, done, changed, refs = len(todo), 0, 0, 0
+    scanned: set[str] = set()
+    if on_group:
+        on_group(0, total)
+    while todo:
+        # Read the marker before the shards: if it is there, every scan ended before this look.
+        over = marker is None or storage.exists(work_loc, marker)
+        look = [s for g in todo for s in plan.groups[g] if s not in scanned]
+        states, errors = status.shard_states(spec, plan, tmpl, look)
+        scanned |= {s for s, st in states.items() if st == "scanned"}
+        ready = [g for g in todo if all(s in scanned for s in plan.groups[g])]
+        for g in ready:
+            res = cube.commit_group(spec, plan, tmpl, g)
+            changed += int(bool(res["changed"]))
+            refs += int(res.get("refs", 0))
+            todo.remove(g)
+            done += 1
+            if on_group:
+                on_group(done, total)
+        if todo and over:
+            shown = []
+            for g in todo[:10]:
+                bad = [f"{s}: {errors[s]}" for s in plan.groups[g] if s in errors]
+                shown.append(f"{g} ({'; '.join(bad) if bad else 'scans missing'})")
+            more = f" and {len(todo) - 10} more" if len(todo) > 10 else ""
+            raise cube.CommitError(
+                f"{len(todo)} of {total} groups not committed, their scans are incomplete: "
+                + ", ".join(shown)
+                + more
+                + ". Committed groups stay; run the build again to redo the others."
+            )
+        if todo and not ready:
+            sleep(poll)
+    return {
+        "step": "commit-all",
+        "groups": total,
+        "committed": changed,
+        "refs": refs,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
 def validate_step(

@@ -1,0 +1,191 @@
+"""`vcube commit-all`: one committer that commits each group as soon as its scans are complete,
+while the scans go on (issue 10's fan-in). Real netCDF4 files, a real local Icechunk repo, the
+CLI in child processes (killed with SIGKILL in one test)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from vcube import catalog, cube, steps
+from vcube.sample import write_sample_archive
+from vcube.spec import DatasetSpec
+
+VCUBE = [sys.executable, "-m", "vcube.cli"]
+POLYGONS = 6
+GROUPS = [f"{p:03d}" for p in range(POLYGONS)]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("commit-all") / "archive"
+    write_sample_archive(root, polygons=POLYGONS, dates=2, months=2, grid=(6, 5), levels=2)
+    return root
+
+
+@pytest.fixture
+def planned(
+    archive: Path, make_spec: Callable[..., tuple[Path, DatasetSpec]]
+) -> tuple[Path, DatasetSpec]:
+    spec_file, spec = make_spec(archive)
+    steps.plan_step(spec)
+    steps.init_step(spec)
+    return spec_file, spec
+
+
+def _group_commits(spec: DatasetSpec) -> list[str]:
+    repo = cube.open_repo(spec)
+    return [
+        str(s.metadata["group"])
+        for s in repo.ancestry(branch=spec.target.branch)
+        if (s.metadata or {}).get("vcube") == "group"
+    ]
+
+
+def _committed(spec: DatasetSpec) -> list[str]:
+    """What another process sees on the branch: the repo opened afresh (no cached Repository)."""
+    import icechunk
+
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(spec.target.repo))
+    return [
+        str(x.metadata["group"])
+        for x in repo.ancestry(branch=spec.target.branch)
+        if (x.metadata or {}).get("vcube") == "group"
+    ]
+
+
+def _scan_group(spec: DatasetSpec, group: str) -> None:
+    for sid in catalog.load_plan(spec).groups[group]:
+        steps.scan_step(spec, sid)
+
+
+def _wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_commits_groups_while_scans_go_on(
+    planned: tuple[Path, DatasetSpec], tmp_path: Path
+) -> None:
+    spec_file, spec = planned
+    progress = tmp_path / "progress"
+    proc = subprocess.Popen(
+        [*VCUBE, "commit-all", str(spec_file), "--run-id", "run-1", "--poll", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "ARGO_PROGRESS_FILE": str(progress)},
+    )
+    try:
+        _wait_for(progress.exists, 120, "the committer to start")
+        assert progress.read_text() == f"0/{POLYGONS}"
+        # Groups complete out of order; each is committed while the others are not scanned.
+        _scan_group(spec, "003")
+        _wait_for(lambda: _committed(spec) == ["003"], 120, "003")
+        assert progress.read_text() == f"1/{POLYGONS}"
+        _scan_group(spec, "000")
+        _wait_for(lambda: sorted(_committed(spec)) == ["000", "003"], 120, "000 and 003")
+        assert proc.poll() is None  # still waiting for the rest
+        assert progress.read_text() == f"2/{POLYGONS}"
+        for g in ("001", "002", "004", "005"):
+            _scan_group(spec, g)
+        res = subprocess.run(
+            [*VCUBE, "scans-done", str(spec_file), "--run-id", "run-1"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert json.loads(res.stdout)["marker"] == "fanin/run-1/scans-done"
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["groups"] == POLYGONS
+    assert summary["committed"] == POLYGONS
+    assert progress.read_text() == f"{POLYGONS}/{POLYGONS}"
+    commits = _group_commits(spec)
+    assert sorted(commits) == GROUPS  # each group exactly once
+    assert commits[-2:] == ["000", "003"]  # newest first: 003 was the first commit, then 000
+    val = steps.validate_step(spec, samples=2)
+    assert val["files_checked_for_chunks"] == POLYGONS * 4
+    # Nothing left: a second committer has nothing to do and commits nothing.
+    again = subprocess.run(
+        [*VCUBE, "commit-all", str(spec_file)], capture_output=True, text=True, check=True
+    )
+    assert json.loads(again.stdout)["groups"] == 0
+    assert len(_group_commits(spec)) == POLYGONS
+
+
+def test_incomplete_groups_fail_by_name_once_scans_are_over(
+    archive: Path, make_spec: Callable[..., tuple[Path, DatasetSpec]], tmp_path: Path
+) -> None:
+    bad_root = tmp_path / "bad-archive"
+    subprocess.run(["cp", "-a", str(archive), str(bad_root)], check=True)
+    bad = sorted((bad_root / "004" / "04").glob("*.nc"))[0]
+    bad.write_bytes(b"not an HDF5 file")
+    spec_file, spec = make_spec(bad_root, name="bad")
+    steps.plan_step(spec)
+    steps.init_step(spec)
+    plan = catalog.load_plan(spec)
+    for g in GROUPS:
+        if g == "005":
+            continue  # never scanned
+        for sid in plan.groups[g]:
+            try:
+                steps.scan_step(spec, sid)
+            except Exception:
+                assert sid == "004-04"
+    steps.scans_done_step(spec, "run-2")
+    res = subprocess.run(
+        [*VCUBE, "commit-all", str(spec_file), "--run-id", "run-2", "--poll", "0.2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 1, res.stderr
+    msg = res.stderr.strip().splitlines()[-1]
+    assert "2 of 6 groups not committed" in msg
+    assert "004 (004-04: " in msg and bad.name in msg
+    assert "005 (scans missing)" in msg
+    assert sorted(_group_commits(spec)) == ["000", "001", "002", "003"]
+
+
+def test_killed_committer_resumes_without_duplicates(planned: tuple[Path, DatasetSpec]) -> None:
+    """kill -9 once the first commit has landed; the re-run commits the rest, each group once."""
+    spec_file, spec = planned
+    for g in GROUPS:
+        _scan_group(spec, g)
+    proc = subprocess.Popen(
+        [*VCUBE, "commit-all", str(spec_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        _wait_for(lambda: len(_committed(spec)) >= 1, 120, "the first commit")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    landed = _committed(spec)
+    assert proc.returncode == -signal.SIGKILL, "the committer finished before the kill"
+    assert 1 <= len(landed) < POLYGONS
+    res = subprocess.run(
+        [*VCUBE, "commit-all", str(spec_file)], capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["groups"] == POLYGONS - len(landed)
+    assert sorted(_group_commits(spec)) == GROUPS
+    assert steps.validate_step(spec, samples=2)["files_checked_for_chunks"] == POLYGONS * 4
