@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync
@@ -305,6 +306,38 @@ def missing_chunks(
     return problems
 
 
+def check_inline(spec: DatasetSpec, template: Template, shards: list[str], store: Any) -> list[str]:
+    """Every inline value the scans of `shards` read against its place in the cube (stored
+    values, NaN equal to NaN): a commit that lost or misplaced one is named with its file."""
+    path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
+    inline = [v for v in template.inline_varying() if v.name not in path_dims]
+    if not inline or not shards:
+        return []
+    arrays = {
+        v.name: np.asarray(zarr.open_array(store, path=v.name, mode="r")[...]) for v in inline
+    }
+    problems = []
+    for sid in shards:
+        res = read_result(storage.read_bytes(catalog.work_location(spec), result_key(sid)))
+        for i, f in enumerate(res.meta["files"]):
+            region = file_region(spec, template, tuple(f["pos"]))
+            for v in inline:
+                index = tuple(region.get(d, slice(None)) for d in v.dims)
+                got = _comparable(arrays[v.name][index])
+                want = _comparable(res.values[v.name][i])
+                if want.ndim == got.ndim:  # a file shorter than the longest of its shard
+                    want = want[tuple(slice(0, n) for n in got.shape)]
+                want = want.reshape(got.shape)
+                same = (got == want) | (_isnan(got) & _isnan(want))
+                if not np.all(same):
+                    bad = int(np.count_nonzero(~same))
+                    problems.append(
+                        f"{f['key']}: {v.name} differs from the values its scan read in {bad} "
+                        f"of {got.size} places"
+                    )
+    return problems
+
+
 def check_metadata(template: Template, store: Any) -> list[str]:
     """Each array's Zarr metadata (dtype, fill value, codecs, dims, attributes) as the template
     says; shape and chunking are checked against the plan elsewhere."""
@@ -384,6 +417,7 @@ def validate_cube(
     else:  # a big cube: a deterministic sample of shards, checked key by key
         shards = sorted(random.Random(seed).sample(shards, min(len(shards), SAMPLED_SHARDS)))
         problems += missing_chunks(spec, template, shards, session.store)
+    problems += check_inline(spec, template, shards, session.store)
     files = [pf for sid in shards for pf in catalog.load_shard_files(spec, sid, plan)]
     sampled = _pick(files, samples, seed)
     problems += compare_files(spec, template, cube, sampled, **RAW)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
@@ -175,3 +176,21 @@ def test_validate_cli_fails_naming_the_problem(
     assert res.returncode == 1, res.stderr
     assert "Traceback" not in res.stderr
     assert f"{B}: chunk tas/c/1/3/0/0 is missing from the cube" in res.stderr
+
+
+def test_an_inline_value_lost(good: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """One step of the inline `time` overwritten with its fill value (as a bad rebase would)."""
+    _, spec = _copy_of(good, tmp_path)
+
+    def lose(store: Any) -> None:
+        arr = zarr.open_array(store, path="time", mode="r+")
+        arr[13] = arr.metadata.fill_value
+
+    _break(spec, lose)
+    problems = _validate(spec, samples=0)
+    # Both members' 2001 files hold that step.
+    for key in ("m00/run.m00.2001.nc", B):
+        assert _has(problems, f"{key}: time differs from the values its scan read in 1 of 12"), (
+            problems
+        )
+    assert len(problems) == 2, problems

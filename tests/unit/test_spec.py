@@ -84,3 +84,14 @@ def test_digest_ignores_target_but_not_cube() -> None:
 def test_default_work_area_sits_next_to_the_repo() -> None:
     spec = load_spec(SAMPLE_SPEC)
     assert spec.target.work_url == "build/sample-cube.work"
+
+
+def test_file_group_and_dropped_groups(tmp_path: Path) -> None:
+    raw = spec_dict("a", "b", file_group="/model/ocean/", drop=["/atmos", "HT"])
+    spec = load_spec(_write(tmp_path, raw))
+    assert spec.cube.file_group == "model/ocean"
+    assert spec.cube.dropped_groups == ["atmos"]
+    assert spec.cube.dropped_variables == ["HT"]
+    for bad in ("/", "a//b"):
+        raw = spec_dict("a", "b", file_group=bad)
+        assert "cube.file_group: file_group names a group inside the files" in _error(tmp_path, raw)
