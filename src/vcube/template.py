@@ -21,6 +21,9 @@ from vcube import catalog, storage
 from vcube.spec import DatasetSpec
 
 TEMPLATE_KEY = "template.json"
+# 2: fingerprints hold dims, layout, the filter pipeline and the CF attributes. A template of an
+# older vcube would not check those: `vcube init` derives it again.
+TEMPLATE_FORMAT = 2
 
 
 class TemplateError(RuntimeError):
@@ -56,6 +59,7 @@ class Template:
     spec_digest: str = ""  # the spec it was derived for: another spec needs another template
     file_group: str = ""  # the group inside each file the cube is built from ("": the root)
     dropped_groups: list[str] = field(default_factory=list)  # other groups, left out on purpose
+    format: int = 0  # TEMPLATE_FORMAT when derived (absent from templates of older versions)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
@@ -470,6 +474,7 @@ def derive_template(spec: DatasetSpec, key: str) -> Template:
         spec_digest=spec.digest(),
         file_group=group_path,
         dropped_groups=spec.cube.dropped_groups,
+        format=TEMPLATE_FORMAT,
     )
 
 
@@ -480,8 +485,14 @@ def save_template(spec: DatasetSpec, template: Template) -> None:
 def load_template(spec: DatasetSpec) -> Template:
     work = catalog.work_location(spec)
     try:
-        return Template.from_json(storage.read_bytes(work, TEMPLATE_KEY))
+        template = Template.from_json(storage.read_bytes(work, TEMPLATE_KEY))
     except FileNotFoundError:
         raise TemplateError(
             f"no template in {spec.target.work_url}: run `vcube init` first"
         ) from None
+    if template.format < TEMPLATE_FORMAT:
+        raise TemplateError(
+            f"the template in {spec.target.work_url} was derived by an older vcube: run "
+            "`vcube init` again"
+        )
+    return template

@@ -9,6 +9,7 @@ the real build. The scan must fail naming the file, the variable and the attribu
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -421,3 +422,20 @@ def test_inline_fill_value_rules(tmp_path: Path) -> None:
         "f_nanfill": "NaN",
         "s": "",
     }
+
+
+def test_a_template_of_an_older_vcube_is_derived_again(
+    tmp_path: Path, variant: tuple[Path, dict[str, Any]]
+) -> None:
+    """Its fingerprints lack what is checked now: init derives it again, nothing is skipped."""
+    base, raw = variant
+    spec = _spec_for(tmp_path, base, raw)
+    run_local(spec, workers=1, progress=False, samples=0)
+    work = Path(spec.target.work_url)
+    doc = json.loads((work / template.TEMPLATE_KEY).read_text())
+    del doc["format"]
+    (work / template.TEMPLATE_KEY).write_text(json.dumps(doc))
+    with pytest.raises(template.TemplateError, match="older vcube: run `vcube init` again"):
+        template.load_template(spec)
+    run_local(spec, workers=1, progress=False, samples=4)
+    assert template.load_template(spec).format == template.TEMPLATE_FORMAT
