@@ -12,9 +12,12 @@ import xarray as xr
 from tests.archives import (
     PACKED_FILL,
     VARIANT_GRID,
+    VARIANT_GROUP,
+    copy_with_changes,
     copy_with_other_grid,
     copy_without_variable,
     truncate_file,
+    variant_labels,
     write_not_hdf5,
     write_variant_archive,
 )
@@ -143,3 +146,39 @@ def test_copy_with_other_grid_changes_only_the_grid(good: Path, tmp_path: Path) 
         assert f["TLAT"].chunks == (24, 20)
     with pytest.raises(ValueError, match="already has"):
         copy_with_other_grid(good, tmp_path / "same.nc", grid=(12, 10))
+
+
+def test_variant_strings_and_group(tmp_path: Path) -> None:
+    files, raw = write_variant_archive(tmp_path / "v", members=1, years=2, strings=True, group=True)
+    assert raw["cube"]["drop"] == [f"/{VARIANT_GROUP}"]
+    with xr.open_dataset(files[1]) as ds:
+        assert ds.label.values.tolist() == variant_labels(0, 2001)
+        assert ds.station.dims == ("y",)
+    with xr.open_dataset(files[1], group=VARIANT_GROUP) as g:
+        assert dict(g.sizes) == {"time": 12, "depth": 3}
+        assert g.thetao.dtype == np.float32
+        assert str(g.time.values[0])[:10] == "2001-01-15"
+    with h5py.File(files[1], "r") as f:
+        assert h5py.check_string_dtype(f["label"].dtype).length is None  # variable length
+
+
+def test_copy_with_changes_changes_only_what_is_asked(tmp_path: Path) -> None:
+    (src,), _ = write_variant_archive(tmp_path / "v", members=1, years=1)
+    dst = copy_with_changes(
+        src,
+        tmp_path / "changed.nc",
+        attrs={"sst": {"scale_factor": np.float32(0.02), "coordinates": None}},
+        encoding={"tas": {"complevel": 6}},
+        dtype={"cell_area": "f4"},
+        rename_dims={"x": "lon"},
+    )
+    with h5py.File(src, "r") as a, h5py.File(dst, "r") as b:
+        assert b["sst"].attrs["scale_factor"] == np.float32(0.02)
+        assert "coordinates" not in b["sst"].attrs
+        assert a["sst"].attrs["add_offset"] == b["sst"].attrs["add_offset"]
+        np.testing.assert_array_equal(a["sst"][()], b["sst"][()])  # the packed integers
+        assert (a["tas"].compression_opts, b["tas"].compression_opts) == (4, 6)
+        np.testing.assert_array_equal(a["tas"][()], b["tas"][()])
+        assert b["cell_area"].dtype == np.float32
+    with xr.open_dataset(dst) as ds:
+        assert ds.tas.dims == ("time", "y", "lon")
