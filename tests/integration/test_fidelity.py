@@ -439,3 +439,31 @@ def test_a_template_of_an_older_vcube_is_derived_again(
         template.load_template(spec)
     run_local(spec, workers=1, progress=False, samples=4)
     assert template.load_template(spec).format == template.TEMPLATE_FORMAT
+
+
+@pytest.mark.parametrize(
+    ("changes", "var", "expect"),
+    [
+        ({"attrs": {"sst": {"scale_factor": np.float32(0.02)}}}, "sst", "attribute scale_factor"),
+        ({"attrs": {"sst": {"_FillValue": np.int16(-1)}}}, "sst", "attribute _FillValue"),
+        ({"dtype": {"time": "f4"}}, "time", "dtype '<f4' (template: '<f8')"),
+    ],
+    ids=["packed-scale", "packed-fill", "time-dtype"],
+)
+def test_inline_differences_other_than_units_are_refused(
+    tmp_path: Path, variant: tuple[Path, dict[str, Any]], changes: dict, var: str, expect: str
+) -> None:
+    """Inline values are copied, but a packed variable would still decode with the template's
+    scale_factor, and another dtype would be cast: refused like a virtual variable."""
+    root, _ = _broken(tmp_path, variant, **changes)
+    spec = _spec_for(tmp_path, root, variant[1], inline=["sst"])
+    msg = _assert_refused(spec, f"variable {var} ", expect)
+    assert "every file must match it" not in msg  # the hint is for virtual variables
+
+
+def test_inline_storage_may_differ(tmp_path: Path, variant: tuple[Path, dict[str, Any]]) -> None:
+    """Inline values are read decoded by HDF5: another compression is not a difference."""
+    root, _ = _broken(tmp_path, variant, encoding={"sst": {"complevel": 9, "shuffle": True}})
+    spec = _spec_for(tmp_path, root, variant[1], inline=["sst"])
+    run_local(spec, workers=1, progress=False, samples=4)
+    assert _compare_all(spec) == 4
