@@ -41,6 +41,7 @@ import yaml
 
 from bench import common
 from bench.commit_scale import synthetic_listing, write_shard_results
+from bench.scan_s3 import round_trips
 from tests.support.faultproxy import FaultProxy, RequestRecord
 from tests.support.s3server import AWS_ENV_TO_CLEAR, REGION, S3Server, dummy_aws_env
 from vcube import catalog, cube, scan, template
@@ -288,6 +289,7 @@ def commit_cost(
         for r in loop:
             recs = _requests(proxy, r["start"], r["end"])
             r["requests"] = len(recs)
+            r["round_trips"] = round_trips(recs)
         res["one_process"] = {"commits": loop, "rusage": ru, "through_proxy": not fill_direct}
     res["middle_wall_s"] = time.monotonic() - t0
     res["tip"] = _cli_series(path, last, proxy, tmp)
@@ -312,6 +314,7 @@ def _cli_series(path: Path, groups: list[str], proxy: FaultProxy, tmp: Path) -> 
                 "refs": summary["refs"],
                 "changed": summary["changed"],
                 "requests": len(recs),
+                "round_trips": round_trips(recs),
                 "by_method": _by_method(recs),
             }
         )
@@ -327,6 +330,7 @@ def _cli_series(path: Path, groups: list[str], proxy: FaultProxy, tmp: Path) -> 
         "cpu_s": _summary([r["cpu_s"] for r in rows]),
         "peak_rss_mb": _summary([r["peak_rss_mb"] for r in rows]),
         "requests": _summary([float(r["requests"]) for r in rows]),
+        "round_trips": _summary([float(r["round_trips"]) for r in rows]),
     }
 
 
