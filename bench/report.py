@@ -214,6 +214,9 @@ def write(res: dict[str, Any], out: Path) -> None:
     lines += _section4(res.get("end_to_end"))
     lines += _section5(res.get("commit_scale"))
     lines += _section6(estimate(res))
+    from bench import fanin_report  # bench/fanin.py's runs, if their results are here
+
+    lines += fanin_report.section(out)
     if made:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in made] + [""]
     (out / "README.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,260 @@
+"""The "Fan-in" section of bench/results/README.md, from the runs of `bench/fanin.py`.
+
+    python -m bench.fanin_report [--results bench/results]   # print the section
+
+`bench.report.write` appends this section when `fanin.json` is in the results directory.
+The files it reads, each written by one run of `python -m bench.fanin` (its command line is
+in the file):
+- `fanin.json`: the main run (concurrent writers, commit cost on a fresh repo and at the tip
+  of a 690-commit history).
+- `fanin-run1.json` (optional): an earlier run under the former rebase policy, whose history was
+  committed through the latency proxy, so it shows the per-commit trend at 20 ms.
+- `fanin-roundtrips.json` (optional): a short run that counts sequential round trips per commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+WRITERS_HEAD = [
+    "| writers | committed | failed (gave up) | commits/min | rebases "
+    "| rebases per commit p50 / p95 / max | commit wall s p50 / p95 | CPU s per commit |",
+    "|---|---|---|---|---|---|---|---|",
+]
+ARGO_CYCLE_S = 16.0  # pod per commit: notify 1 + pod 3-6 + wait 1-2 + requeue 10 (DESIGN.md)
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _f(x: float, nd: int = 2) -> str:
+    return f"{x:.{nd}f}"
+
+
+def _cost_rows(label: str, s: dict[str, Any], rss: bool) -> list[str]:
+    return [
+        f"| {label} | {s['wall_s']['n']} | {_f(s['wall_s']['p50'])} / {_f(s['wall_s']['p95'])} "
+        f"| {_f(s['commit_s']['p50'])} / {_f(s['commit_s']['p95'])} "
+        f"| {_f(s['cpu_s']['p50'])} / {_f(s['cpu_s']['p95'])} "
+        + (
+            f"| {s['peak_rss_mb']['p50']:.0f} / {s['peak_rss_mb']['p95']:.0f} "
+            if rss
+            else "| (not valid in this run) "
+        )
+        + f"| {s['requests']['p50']:.0f} / {s['requests']['p95']:.0f} |"
+    ]
+
+
+def _loop_stats(commits: list[dict[str, Any]], k: int = 50) -> dict[str, float]:
+    ok = [c for c in commits if c.get("error") is None]
+    first, last = ok[:k], ok[-k:]
+    return {
+        "n": len(ok),
+        "first_wall": statistics.median(c["wall_s"] for c in first),
+        "last_wall": statistics.median(c["wall_s"] for c in last),
+        "first_cpu": statistics.median(c["cpu_s"] for c in first),
+        "last_cpu": statistics.median(c["cpu_s"] for c in last),
+        "first_req": statistics.median(c.get("requests", 0) for c in first),
+        "last_req": statistics.median(c.get("requests", 0) for c in last),
+        "k": len(first),
+    }
+
+
+def _writers_rows(res: dict[str, Any]) -> list[str]:
+    rows = []
+    for n in (1, 5, 25):
+        w = res.get(f"writers_{n}")
+        if not w:
+            continue
+        rb = w.get("rebases_per_commit") or {}
+        cw = w.get("commit_wall_s") or {}
+        rows.append(
+            f"| {n} | {w['committed']}/{w['groups']} | {len(w['failed'])} "
+            f"| {w['commits_per_min']:.1f} | {w['rebases']} "
+            f"| {rb.get('p50', 0):.0f} / {rb.get('p95', 0):.0f} / {w['max_rebases_one_commit']} "
+            f"| {cw.get('p50', 0):.1f} / {cw.get('p95', 0):.1f} "
+            f"| {w['cpu_s_per_commit']:.2f} |"
+        )
+    return rows
+
+
+def section(results: Path) -> list[str]:
+    main = _load(results / "fanin.json")
+    if main is None:
+        return []
+    run1 = _load(results / "fanin-run1.json")
+    rt = _load(results / "fanin-roundtrips.json")
+    m = main["machine"]
+    out = [
+        "## Fan-in: commit cost at atlas size and concurrent writers (issue 10)",
+        "",
+        f"`{main['command']}` (`bench/fanin.py`, code {main['code']}, {main['started_utc']} to "
+        f"{main.get('finished_utc', '?')}), raw numbers in `fanin.json`. Local moto S3 behind the "
+        f"latency proxy ({main['latency_s'] * 1000:.0f} ms before every request; the proxy counts "
+        f"the requests). One group = {main['files_per_group']} files x {main['virtual_vars']} "
+        f"virtual variables = {main['files_per_group'] * main['virtual_vars']:,} refs plus its "
+        f"inline values ({', '.join(main['inline_varying'])}); synthetic shard results (real "
+        "refs of a small sample archive, cycled) for a 690-polygon atlas-shaped plan. "
+        f"**Load:** 2 cores shared with Go builds and other helpers' test suites, 1-minute load "
+        f"average {m['load_avg_1m_at_start']} at the start and {m.get('load_avg_1m_at_end', '?')} "
+        "at the end (10-18 during the runs): wall times are inflated, CPU time beside them is "
+        "the robust figure; moto's own service time is in every request.",
+        "",
+    ]
+    cost = main.get("cost")
+    if cost:
+        out += [
+            "### Commit cost, one `vcube commit` process per group (as one Argo pod per commit)",
+            "",
+            f"The first {cost['edge']} groups of a fresh repo, then the last {cost['edge']} at the"
+            f" tip of the history ({cost['history_commits_before_tip']} commits before them: init "
+            "+ groups). Wall = the whole process (start-up and imports included); in-commit = "
+            "`commit_group` inside it (history, shard results, refs, inline values, commit). "
+            "CPU = all threads of the process. Peak RSS of the process "
+            "(through `bench/rusage.py`).",
+            "",
+            "| repo | commits | wall s p50 / p95 | in-commit s p50 / p95 | CPU s p50 / p95 "
+            "| peak RSS MB p50 / p95 | S3 requests p50 / p95 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        out += _cost_rows("fresh", cost["fresh"], rss=True)
+        out += _cost_rows(f"after {cost['history_commits_before_tip']} commits", cost["tip"], True)
+        one = cost.get("one_process")
+        if one and not one.get("through_proxy", True):
+            out += [
+                "",
+                f"The {len(one['commits'])} commits in between were made by one process "
+                "straight to the server (no proxy), to fit the session; their CPU: "
+                + _f(statistics.median(c["cpu_s"] for c in one["commits"]))
+                + " s per commit (median).",
+            ]
+        if rt and rt.get("cost"):
+            f = rt["cost"]["fresh"]
+            loop = rt["cost"].get("one_process", {}).get("commits", [])
+            rts = [c["round_trips"] for c in loop if "round_trips" in c]
+            out += [
+                "",
+                f"Sequential round trips per commit (requests that started after every earlier one"
+                f" had ended; `{rt['command']}`, `fanin-roundtrips.json`): "
+                f"{f['round_trips']['p50']:.0f} per `vcube commit` process"
+                + (
+                    f", {statistics.median(rts):.0f} per commit in one long-lived process "
+                    f"({statistics.median(c['requests'] for c in loop):.0f} requests)"
+                    if rts
+                    else ""
+                )
+                + ". At 20 ms each that is the latency floor of one commit.",
+            ]
+        out.append("")
+    if run1 and run1.get("cost", {}).get("one_process"):
+        ls = _loop_stats(run1["cost"]["one_process"]["commits"])
+        out += [
+            "### Commit cost as the history grows, one long-lived committer (design a)",
+            "",
+            f"`{run1['command']}` (code {run1['code']}, `fanin-run1.json`): {ls['n']} commits "
+            "in ONE process through the 20 ms proxy, groups 11 to 680 of a fresh repo. Medians of "
+            f"the first and last {ls['k']}:",
+            "",
+            "| | first | last | last / first |",
+            "|---|---|---|---|",
+            f"| wall s per commit | {_f(ls['first_wall'])} | {_f(ls['last_wall'])} "
+            f"| {ls['last_wall'] / ls['first_wall']:.2f} |",
+            f"| CPU s per commit | {_f(ls['first_cpu'])} | {_f(ls['last_cpu'])} "
+            f"| {ls['last_cpu'] / ls['first_cpu']:.2f} |",
+            f"| S3 requests per commit | {ls['first_req']:.0f} | {ls['last_req']:.0f} "
+            f"| {ls['last_req'] / max(ls['first_req'], 1):.2f} |",
+            "",
+            f"690 commits at the last median: {690 * ls['last_wall'] / 60:.0f} min of committer "
+            f"wall on this loaded machine, {690 * ls['last_cpu'] / 60:.1f} min of CPU. A pod per "
+            f"commit adds the process start-up (wall p50 minus in-commit p50 above) and ~"
+            f"{ARGO_CYCLE_S:.0f} s of Argo overhead per commit (DESIGN.md's model: notify 1 s, "
+            f"pod 3-6 s, wait 1-2 s, requeue 10 s; not yet measured on the local controller): "
+            f"690 x {ARGO_CYCLE_S:.0f} s = {690 * ARGO_CYCLE_S / 3600:.1f} h of overhead alone.",
+            "",
+        ]
+    rows = _writers_rows(main)
+    if rows:
+        out += [
+            "### Design (b): concurrent writers on one branch",
+            "",
+            "N writer processes, started together (each imported and its repo open first), commit "
+            "different groups (100 in all, round-robin) to one branch of a fresh repo with "
+            "`vcube.steps.commit_step`; rebases are counted in each writer (`Session.rebase` calls"
+            "). Rebase policy: main's at the code above (H5's: rebase with `ConflictDetector`, "
+            "redo the write on the new tip when a chunk both touched; 50 tries).",
+            "",
+            *WRITERS_HEAD,
+            *rows,
+            "",
+        ]
+    if run1:
+        rows1 = _writers_rows(run1)
+        if rows1:
+            out += [
+                f"The same under the former policy (rebase with `UseOurs` on chunk conflicts; "
+                f"code {run1['code']}, `fanin-run1.json`):",
+                "",
+                *WRITERS_HEAD,
+                *rows1,
+                "",
+            ]
+    out += _decision(main, run1)
+    return out
+
+
+def _decision(main: dict[str, Any], run1: dict[str, Any] | None) -> list[str]:
+    w1, w5, w25 = (main.get(f"writers_{n}") for n in (1, 5, 25))
+    if not (w1 and w25):
+        return []
+    lines = [
+        "### Decision: (a) one long-lived committer overlapping the scans",
+        "",
+        f"- 25 concurrent writers made {w25['commits_per_min']:.1f} commits/min against "
+        f"{w1['commits_per_min']:.1f} for one writer, with {w25['rebases']} rebases for "
+        f"{w25['committed']} commits and {len(w25['failed'])} groups given up after 50 tries "
+        + (
+            f"(former policy: {run1['writers_25']['commits_per_min']:.1f}/min, "
+            f"{len(run1['writers_25']['failed'])} given up)"
+            if run1 and run1.get("writers_25")
+            else ""
+        )
+        + ". Design (b) does not hold at 25+ writers, matching dynamical's gridlock beyond ~20.",
+    ]
+    if w5:
+        lines.append(
+            f"- 5 writers: {w5['commits_per_min']:.1f}/min "
+            f"({w5['commits_per_min'] / w1['commits_per_min']:.1f}x one writer) for "
+            f"{w5['rebases'] / max(w5['committed'], 1):.1f} rebases per commit: some overlap of "
+            "S3 latency, paid for in wasted work, and unpredictable tails."
+        )
+    lines += [
+        "- One committer never conflicts, commits exactly once per group in plan order as groups "
+        "become complete, and its cost per commit stays flat with the history (table above). "
+        "On 2 loaded cores its rate is what CPU and moto allow; on EKS it gets its own CPU "
+        "and real S3.",
+        "- The contract is unchanged: one commit per group, all-or-nothing, resumable (the branch "
+        "history is the state; `vcube commit-all` re-run after kill -9 skips what is committed: "
+        "`tests/integration/test_commit_all.py`).",
+        "- Caveat: the 25 writers shared 2 cores (CPU-starved writers hold their snapshot "
+        "longer, so they conflict more than 25 pods with a core each would). The decision does not"
+        " rest on that: every extra writer adds rebases and tail latency, and one committer "
+        "overlapping the scans is enough (its commit work is the floor either way).",
+        "",
+    ]
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    args = ap.parse_args()
+    print("\n".join(section(args.results)))
+
+
+if __name__ == "__main__":
+    main()
