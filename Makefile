@@ -57,7 +57,7 @@ bench: $(VENV)/.dev ## Benchmarks vs VirtualiZarr/kerchunk -> bench/results/ (QU
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
 
 lock: $(VENV)/.dev ## Regenerate image/requirements.lock (hash-pinned) from pyproject.toml
-	$(BIN)/uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.12 \
+	$(BIN)/uv pip compile pyproject.toml --extra plot --generate-hashes --universal --python-version 3.12 \
 	  --custom-compile-command "make lock" --quiet -o image/requirements.lock
 
 image: ## Build the worker image vcube-worker:<git sha> with Docker (fails if no engine)
