@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from vcube.storage import first_line
+
 TEMPLATE_NAME = "vcube-build"
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "workflows"
 DEFAULT_NAMESPACE = "vcube"
@@ -127,7 +129,7 @@ def _server_error(e: Exception, env: Mapping[str, str], what: str) -> ArgoError:
             f"{what}: cannot reach the Argo Server at {url} ({type(e).__name__}); check "
             "ARGO_SERVER (host:port), or unset it to use the Kubernetes API via your kubeconfig"
         )
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    text = first_line(e)
     hint = ""
     if "401" in text or "403" in text or "Unauthorized" in text or "Forbidden" in text:
         hint = "; set ARGO_TOKEN (e.g. 'Bearer <token>' from `argo auth token`)"

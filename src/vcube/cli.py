@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     from vcube.scan import ScanError
     from vcube.spec import SpecError
     from vcube.status import PlotUnavailable
-    from vcube.storage import StorageError
+    from vcube.storage import StorageError, first_line
     from vcube.template import TemplateError
     from vcube.validate import ValidationFailed
 
@@ -345,12 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("VCUBE_DEBUG"):
             raise
         if _is_storage_failure(e):
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"vcube: {args.command}: storage unreachable: {first}", file=sys.stderr)
+            print(f"vcube: {args.command}: storage unreachable: {first_line(e)}", file=sys.stderr)
             return EXIT_STORAGE
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(
-            f"vcube: {args.command} failed: {type(e).__name__}: {first} "
+            f"vcube: {args.command} failed: {type(e).__name__}: {first_line(e, '')} "
             "(set VCUBE_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )

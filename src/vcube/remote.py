@@ -29,6 +29,8 @@ from typing import Any
 
 import obstore
 
+from vcube.storage import first_line
+
 DEFAULT_BLOCK_SIZE = 64 * 1024
 DEFAULT_INITIAL_BYTES = 256 * 1024
 DEFAULT_MAX_CACHE_BYTES = 256 * 1024 * 1024
@@ -467,8 +469,7 @@ async def _open_async(
 
 
 def _error(name: str, what: str, e: BaseException) -> RemoteReadError:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return RemoteReadError(f"{name}: {what}: {type(e).__name__}: {msg}")
+    return RemoteReadError(f"{name}: {what}: {type(e).__name__}: {first_line(e, '')}")
 
 
 async def open_remote_async(

@@ -128,8 +128,17 @@ def resolve(url: str, options: StorageOptions | None = None) -> Location:
     return Location(path.as_uri().rstrip("/") + "/", options)
 
 
+def first_line(e: BaseException, default: str | None = None) -> str:
+    """The first line of an error's message (client libraries append multi-line debug dumps);
+    for an empty message `default`, else the error's type name."""
+    text = str(e).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(e).__name__ if default is None else default
+
+
 def _wrap(loc: Location, what: str, e: Exception) -> StorageError:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    msg = first_line(e)
     hint = ""
     if not loc.is_local:
         hint = " (check the endpoint, the network and the AWS credentials in the environment)"

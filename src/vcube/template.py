@@ -385,9 +385,8 @@ def derive_template(spec: DatasetSpec, key: str) -> Template:
     try:
         group = _manifest_group(src, key, drop, group_path)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TemplateError(
-            f"{key}: cannot read the template file with VirtualiZarr: {first}"
+            f"{key}: cannot read the template file with VirtualiZarr: {storage.first_line(e)}"
         ) from e
     variables: dict[str, VarSchema] = {}
     with open_h5(src, key) as f:

@@ -30,3 +30,9 @@ def test_the_first_write_makes_the_directory(tmp_path: Path) -> None:
     assert [o.key for o in storage.list_objects(loc)] == ["shards/a.json"]
     storage.delete(loc, "shards/a.json")
     assert not storage.exists(loc, "shards/a.json")
+
+
+def test_first_line_of_an_error() -> None:
+    assert storage.first_line(OSError("refused\nDebug source: {...}")) == "refused"
+    assert storage.first_line(TimeoutError()) == "TimeoutError"
+    assert storage.first_line(TimeoutError("  "), "") == ""
