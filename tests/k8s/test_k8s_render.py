@@ -41,19 +41,22 @@ def _validate(obj: dict[str, Any]) -> None:
             validate_argo_loose(obj)
 
 
+# What every overlay renders (base/): the build's namespace, identity, RBAC and templates.
+OVERLAY_KINDS = {
+    "Namespace",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "ConfigMap",
+    "WorkflowTemplate",
+    "CronWorkflow",
+}
+
+
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_overlay_builds_into_one_namespace(name: str) -> None:
     objs = overlay(name)
-    kinds = {o["kind"] for o in objs}
-    assert {
-        "Namespace",
-        "ServiceAccount",
-        "Role",
-        "RoleBinding",
-        "ConfigMap",
-        "WorkflowTemplate",
-        "CronWorkflow",
-    } <= kinds
+    assert {o["kind"] for o in objs} >= OVERLAY_KINDS
     ns = OVERLAY_NAMESPACE[name]
     assert [o["metadata"]["name"] for o in by_kind(objs, "Namespace")] == [ns]
     for obj in objs:
@@ -80,14 +83,7 @@ def test_every_object_validates_strictly() -> None:
             errors.append(f"{source}: {object_id(obj)}: {e}")
     assert not errors, "\n\n".join(errors)
     # The families are all there (a folder silently dropped from the walk would pass otherwise).
-    expected = {
-        "Namespace",
-        "ServiceAccount",
-        "Role",
-        "RoleBinding",
-        "ConfigMap",
-        "WorkflowTemplate",
-        "CronWorkflow",
+    expected = OVERLAY_KINDS | {
         "Application",
         "AppProject",
         "EventBus",
