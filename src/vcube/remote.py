@@ -22,7 +22,7 @@ import io
 import os
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,7 +73,8 @@ class RemoteFile(io.RawIOBase):
 
     Parameters (keyword-only):
       block_size: cache granularity; every request covers whole blocks.
-      initial_bytes: fetched at open in one request (0: only a HEAD-free first block on demand).
+      initial_bytes: fetched at open in one request (at least the first block when the
+        version is not known: that GET also tells the size and ETag).
       max_cache_bytes: beyond this the oldest fetched blocks are dropped.
       version: size/ETag already known (from a listing): then no request is made at open
         unless `initial_bytes` > 0.
@@ -114,8 +115,8 @@ class RemoteFile(io.RawIOBase):
         # from "the bytes are not HDF5" (the file's fault).
         self.failure: RemoteReadError | None = None
         if _opened is None:
-            _opened = _open_sync(
-                self.store, key, self.name, block_size, initial_bytes, version, hint
+            _opened = _run(
+                _open_async(self.store, key, self.name, block_size, initial_bytes, version, hint)
             )
         self.version = _opened.version
         self.requests += _opened.requests
@@ -355,69 +356,15 @@ def _open_plan(
     return ranges
 
 
-def _open_sync(
-    store: Any,
-    key: str,
-    name: str,
-    block_size: int,
-    initial_bytes: int,
-    version: ObjectVersion | None,
-    hint: Sequence[tuple[int, int]],
-) -> _Opened:
-    """Blocking open: first blocks (and size/ETag), then the hinted ranges in one batch."""
-    if version is None or not hint:
-        opened = _open_sync_simple(store, key, name, block_size, initial_bytes, version)
-        if not hint:
-            return opened
-        version, runs, requests = opened.version, list(opened.runs), opened.requests
-        done = len(runs[0][1]) if runs else 0
-        plan = [(max(a, done), z) for a, z in _open_plan(block_size, 0, version.size, hint)]
-        plan = [(a, z) for a, z in plan if z > a]
-    else:
-        runs, requests = [], 0
-        plan = _open_plan(block_size, initial_bytes, version.size, hint)
-    if plan:
-        try:
-            parts = obstore.get_ranges(
-                store, key, starts=[a for a, _ in plan], ends=[z for _, z in plan], coalesce=0
-            )
-        except Exception as e:
-            where = ", ".join(f"{a}-{z}" for a, z in plan[:4])
-            raise _error(name, f"cannot read bytes {where}", e) from None
-        requests += len(plan)
-        runs += [(a, bytes(p)) for (a, _), p in zip(plan, parts, strict=True)]
-    return _Opened(version, runs, requests)
-
-
-def _open_sync_simple(
-    store: Any,
-    key: str,
-    name: str,
-    block_size: int,
-    initial_bytes: int,
-    version: ObjectVersion | None,
-) -> _Opened:
-    """Without hints: one ranged GET of the first blocks (it also gives size and ETag)."""
-    if initial_bytes <= 0:
-        if version is not None:
-            return _Opened(version, [], 0)
-        try:
-            meta = obstore.head(store, key)
-        except Exception as e:
-            raise _error(name, "cannot stat", e) from None
-        return _Opened(_version_of(meta), [], 1)
-    n = -(-initial_bytes // block_size) * block_size
+def _run(coro: Coroutine[Any, Any, _Opened]) -> _Opened:
+    """Run an open to completion from blocking code (in a helper thread if this thread already
+    runs an event loop: asyncio.run refuses to nest)."""
     try:
-        result = obstore.get(store, key, options={"range": (0, n)})
-        data = bytes(result.bytes())
-    except Exception as e:
-        # An empty object has no byte 0: the ranged GET fails, a HEAD tells it apart.
-        with contextlib.suppress(Exception):
-            meta = obstore.head(store, key)
-            if int(meta["size"]) == 0:
-                return _Opened(_version_of(meta), [], 2)
-        raise _error(name, f"cannot read bytes 0-{n}", e) from None
-    return _Opened(_version_of(result.meta), [(0, data)], 1)
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 async def _open_async(

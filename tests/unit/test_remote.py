@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 from pathlib import Path
@@ -274,3 +275,15 @@ def test_touched_ranges_exact_reads_widened_by_pad(
     rf.seek(len(blobs["a/0.nc"]) - 10)
     rf.read(10)
     assert rf.touched_ranges(pad=1000)[-1] == (len(blobs["a/0.nc"]) - 1010, len(blobs["a/0.nc"]))
+
+
+def test_opens_from_inside_a_running_event_loop(
+    files: tuple[MemoryStore, dict[str, bytes]],
+) -> None:
+    """The blocking open runs its requests on its own loop, also where one is running already."""
+    store, blobs = files
+
+    async def inside() -> bytes:
+        return RemoteFile(store, "a/0.nc", block_size=4 * KiB, initial_bytes=4 * KiB).read(10)
+
+    assert asyncio.run(inside()) == blobs["a/0.nc"][:10]
