@@ -26,7 +26,8 @@ from vcube import storage
 from vcube.spec import FIELD_RE, DatasetSpec
 
 PLAN_KEY = "plan.json"
-PLAN_VERSION = 1
+PLAN_VERSION = 2
+LAYOUT_KEY = "layout.json"
 
 
 class PlanError(RuntimeError):
@@ -58,6 +59,9 @@ class Plan:
     missing: list[str]
     unexpected: list[str]
     n_files: int
+    # Shards whose files cover every place along the dims other than commit_by: what init
+    # scans to learn how many steps each file holds (their results are reused by `scan`).
+    layout_shards: list[str] = field(default_factory=list)
     version: int = PLAN_VERSION
     digest: str = ""
 
@@ -231,6 +235,7 @@ def build_plan(
         groups[shard_group[sid]].append(sid)
 
     plan = Plan(
+        layout_shards=_layout_shards(shards, shard_files, commit_dim),
         spec_digest=spec.digest(),
         dims=dim_info,
         groups=dict(groups),
@@ -243,6 +248,20 @@ def build_plan(
         json.dumps([plan.spec_digest, plan.dims, plan.shards], sort_keys=True).encode()
     ).hexdigest()[:16]
     return plan, dict(shard_files)
+
+
+def _layout_shards(
+    shards: dict[str, dict[str, Any]], shard_files: dict[str, list[PlannedFile]], commit_dim: int
+) -> list[str]:
+    """The first shards, in cube order, that hold a file at every place of the other dims."""
+    seen: set[tuple[int, ...]] = set()
+    out = []
+    for sid in shards:
+        places = {p.pos[:commit_dim] + p.pos[commit_dim + 1 :] for p in shard_files[sid]}
+        if places - seen:
+            out.append(sid)
+            seen |= places
+    return out
 
 
 def _missing(
@@ -268,6 +287,150 @@ def _missing(
         for combo in expand(0, ())
         if combo not in present
     ]
+
+
+# --- steps: where each file lies along the concat dims ------------------------------------------
+
+
+@dataclass
+class Layout:
+    """How many steps each file holds along each concat dim, and so where it starts.
+
+    Files may differ in length along a concat dim (decades with a short last one, leap years):
+    a file's first step is the sum of the lengths of the files before it in its series. The
+    lengths are a function of the file's place along the dims other than `commit_by`, the same
+    in every commit group (a cube is a rectangle); they are learnt from the files of
+    `Plan.layout_shards` and every other file is checked against them (`check_file`). Along
+    `commit_by` every file holds the same number of steps.
+
+    `steps[i]` maps a series (the places along the dims between the outermost one and dim i,
+    commit_by left out) to the lengths of its files in rank order; `keys[i]` names the file
+    each length was learnt from, for error messages.
+    """
+
+    dims: list[str]
+    commit_dim: int
+    commit_steps: int
+    commit_files: int  # planned length of the commit dim, in files
+    steps: list[dict[str, list[int]]]
+    keys: list[dict[str, list[str]]]
+    plan: str = ""  # digest of the plan it was learnt for
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Layout:
+        return cls(**json.loads(data))
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(
+            json.dumps(asdict(self)["steps"], sort_keys=True).encode()
+        ).hexdigest()[:16]
+
+    def series(self, i: int, pos: tuple[int, ...] | list[int]) -> str:
+        return ",".join(str(pos[j]) for j in range(1, i) if j != self.commit_dim)
+
+    def place(self, i: int, pos: tuple[int, ...] | list[int]) -> tuple[int, int]:
+        """(first step, number of steps) of the file at `pos` along concat dim i."""
+        if i == self.commit_dim:
+            return pos[i] * self.commit_steps, self.commit_steps
+        lengths = self.steps[i][self.series(i, pos)]
+        return sum(lengths[: pos[i]]), lengths[pos[i]]
+
+    def places(self, pos: tuple[int, ...] | list[int]) -> dict[str, tuple[int, int]]:
+        return {d: self.place(i, pos) for i, d in enumerate(self.dims)}
+
+    def total(self, dim: str) -> int:
+        i = self.dims.index(dim)
+        if i == self.commit_dim:
+            return self.commit_files * self.commit_steps
+        return max((sum(v) for v in self.steps[i].values()), default=0)
+
+    def lengths(self, dim: str) -> set[int]:
+        """Every length a file has along `dim`."""
+        i = self.dims.index(dim)
+        if i == self.commit_dim:
+            return {self.commit_steps}
+        return {n for v in self.steps[i].values() for n in v}
+
+    def entries(self, dim: str) -> Iterator[tuple[str, int, int, bool]]:
+        """(file learnt from, first step, steps, last of its series?) per file along `dim`."""
+        i = self.dims.index(dim)
+        if i == self.commit_dim:
+            return
+        for series, lengths in sorted(self.steps[i].items()):
+            start = 0
+            for r, n in enumerate(lengths):
+                yield self.keys[i][series][r], start, n, r == len(lengths) - 1
+                start += n
+
+    def check_file(self, key: str, pos: list[int] | tuple[int, ...], steps: list[int]) -> None:
+        """A file must hold as many steps as the cube has room for at its place."""
+        for i, d in enumerate(self.dims):
+            want = self.place(i, pos)[1]
+            if steps[i] != want:
+                if i == self.commit_dim:
+                    why = f"every file holds {want} along commit_by"
+                else:
+                    ref = self.keys[i][self.series(i, pos)][pos[i]]
+                    why = f"{ref}, at the same place in another group, holds {want}"
+                raise PlanError(
+                    f"{key}: holds {steps[i]} steps along {d!r} but {why}: the groups' series "
+                    "must have the same steps"
+                )
+
+
+def build_layout(
+    plan: Plan, dims: list[str], commit_dim: int, files: Iterable[tuple[str, Any, Any]]
+) -> Layout:
+    """The layout from (key, pos, steps) of files covering every place; refuses disagreements."""
+    steps: list[dict[str, dict[int, int]]] = [defaultdict(dict) for _ in dims]
+    keys: list[dict[str, dict[int, str]]] = [defaultdict(dict) for _ in dims]
+    commit_steps: int | None = None
+    commit_key = ""
+    commit_files = plan.dims[commit_dim]["length"]
+    probe = Layout(list(dims), commit_dim, 0, commit_files, [], [])
+    for key, pos, st in files:
+        for i, d in enumerate(dims):
+            if i == commit_dim:
+                if commit_steps is None:
+                    commit_steps, commit_key = st[i], key
+                elif st[i] != commit_steps:
+                    raise PlanError(
+                        f"{key}: holds {st[i]} steps along the commit_by dim {d!r}, {commit_key} "
+                        f"holds {commit_steps}: files must have one length along commit_by "
+                        "(commit by another dim, or split the files)"
+                    )
+                continue
+            series = probe.series(i, pos)
+            old = steps[i][series].get(pos[i])
+            if old is None:
+                steps[i][series][pos[i]] = st[i]
+                keys[i][series][pos[i]] = key
+            elif old != st[i]:
+                raise PlanError(
+                    f"{key}: holds {st[i]} steps along {d!r}, {keys[i][series][pos[i]]} at the "
+                    f"same place of another series holds {old}: the series must line up"
+                )
+    out_steps: list[dict[str, list[int]]] = []
+    out_keys: list[dict[str, list[str]]] = []
+    for i, d in enumerate(dims):
+        out_steps.append({})
+        out_keys.append({})
+        for series, by_rank in steps[i].items():
+            gap = [r for r in range(max(by_rank) + 1) if r not in by_rank]
+            if gap:
+                raise PlanError(
+                    f"no file at place {gap[0]} of {d!r} (series {series or 'all'}) was scanned "
+                    "for the layout: run `vcube plan` again"
+                )
+            out_steps[i][series] = [by_rank[r] for r in range(len(by_rank))]
+            out_keys[i][series] = [keys[i][series][r] for r in range(len(by_rank))]
+    return Layout(
+        list(dims), commit_dim, commit_steps or 1, commit_files, out_steps, out_keys, plan.digest
+    )
 
 
 # --- the work area ------------------------------------------------------------------------------
@@ -297,6 +460,17 @@ def make_plan(spec: DatasetSpec, *, allow_missing: bool = False) -> Plan:
         list(pool.map(put, shard_files.items()))
     storage.write_bytes(work, PLAN_KEY, plan.to_json())
     return plan
+
+
+def save_layout(spec: DatasetSpec, layout: Layout) -> None:
+    storage.write_bytes(work_location(spec), LAYOUT_KEY, layout.to_json())
+
+
+def load_layout(spec: DatasetSpec) -> Layout:
+    try:
+        return Layout.from_json(storage.read_bytes(work_location(spec), LAYOUT_KEY))
+    except FileNotFoundError:
+        raise PlanError(f"no layout in {spec.target.work_url}: run `vcube init` first") from None
 
 
 def load_plan(spec: DatasetSpec) -> Plan:

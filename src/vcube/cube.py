@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,10 +24,10 @@ from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync
 
 from vcube import catalog, storage
-from vcube.catalog import Plan
+from vcube.catalog import Layout, Plan
 from vcube.scan import ShardResult, read_result, result_digest, result_key
 from vcube.spec import DatasetSpec
-from vcube.template import Template, VarSchema
+from vcube.template import Template, TemplateError, VarSchema
 
 META_KIND = "vcube"
 COMMIT_TRIES = 50
@@ -134,37 +135,130 @@ def history(repo: icechunk.Repository, branch: str) -> History:
 
 
 def array_shape(v: VarSchema, plan: Plan, template: Template) -> list[int]:
-    lengths = {d["name"]: d["length"] for d in plan.dims}
+    layout = template.steps
     file_size = dict(zip(v.file_dims, v.file_shape, strict=True))
-    return [lengths[d] * template.blocks[d] if d in lengths else file_size[d] for d in v.dims]
+    return [layout.total(d) if d in layout.dims else file_size[d] for d in v.dims]
+
+
+def cube_chunks(v: VarSchema, layout: Layout) -> list[int]:
+    """A variable's chunk shape in the cube, along its file dims.
+
+    Chunked: the files' chunks (`check_grid` makes sure they tile every file). Contiguous
+    (uncompressed, one byte range): one chunk per file while every file has the same length;
+    otherwise per-step chunks, whose byte ranges are computable in C order: chunks of 1 up to
+    the last concat dim whose length varies, there the gcd of the files' lengths, whole after.
+    """
+    if v.fingerprint["chunks"] is not None:
+        return list(v.file_chunks)
+    varying = [
+        j for j, d in enumerate(v.file_dims) if d in layout.dims and len(layout.lengths(d)) > 1
+    ]
+    if not varying:
+        return list(v.file_shape)
+    last = max(varying)
+    step = math.gcd(*layout.lengths(v.file_dims[last]))
+    return [1] * last + [step] + list(v.file_shape[last + 1 :])
+
+
+def check_grid(template: Template, layout: Layout) -> None:
+    """Refuse a layout that a regular chunk grid cannot hold, naming the first file at fault.
+
+    A chunked variable's chunks must start at every file's first step and tile the file; only
+    the file that ends the whole dim may end in a partial chunk.
+    """
+    for v in template.virtual_varying():
+        if v.fingerprint["chunks"] is None:
+            continue  # contiguous: cube_chunks splits it so that it fits
+        for d, c in zip(v.file_dims, v.file_chunks, strict=True):
+            if d not in layout.dims or c == 1:
+                continue
+            if d == layout.dims[layout.commit_dim] and layout.commit_steps % c:
+                raise TemplateError(
+                    f"{template.source_key}: variable {v.name} has chunks of {c} along {d} but "
+                    f"the file holds {layout.commit_steps}: a chunk must not straddle two files"
+                )
+            total = layout.total(d)
+            for key, start, n, last in layout.entries(d):
+                if start % c or (n % c and not (last and start + n == total)):
+                    raise TemplateError(
+                        f"{key}: variable {v.name} has chunks of {c} steps along {d!r}, but this "
+                        f"file holds {n} steps starting at step {start} of its series: its chunks "
+                        "cannot sit on the cube's regular chunk grid (the chunk length must "
+                        "divide every file's length). Rechunk the files, or list the variable "
+                        "under cube.inline if it is small"
+                    )
 
 
 def array_chunks(
     v: VarSchema, spec: DatasetSpec, shape: list[int], template: Template
 ) -> list[int]:
-    """Virtual: the files' chunks. Inline: whole, but one block per group along commit_by."""
-    file_chunk = dict(zip(v.file_dims, v.file_chunks, strict=True))
+    """Virtual: see cube_chunks. Inline: whole, but one block per group along commit_by."""
+    layout = template.steps
     if v.kind == "virtual":
+        file_chunk = dict(zip(v.file_dims, cube_chunks(v, layout), strict=True))
         return [file_chunk.get(d, 1) for d in v.dims]
     return [
-        template.blocks[d] if d == spec.cube.commit_by else max(s, 1)
+        layout.commit_steps if d == spec.cube.commit_by else max(s, 1)
         for d, s in zip(v.dims, shape, strict=True)
     ]
 
 
-def chunk_offset(v: VarSchema, pos: dict[str, int], template: Template) -> tuple[int, ...]:
-    """Index on the cube's chunk grid of a file's first chunk of a virtual variable."""
-    return _chunk_offset(_offset_terms(v, template), pos)
+class RefPlacer:
+    """Turns one file's scanned refs of a virtual variable into refs on the cube's chunk grid."""
 
+    def __init__(self, v: VarSchema, layout: Layout) -> None:
+        self.v = v
+        self.chunks = cube_chunks(v, layout)
+        self.by_dim = dict(zip(v.file_dims, self.chunks, strict=True))
+        self.file_axis = {d: j for j, d in enumerate(v.file_dims)}
+        self.split = v.fingerprint["chunks"] is None and self.chunks != list(v.file_shape)
+        self.chunk_bytes = math.prod(self.chunks) * np.dtype(v.fingerprint["dtype"]).itemsize
 
-def _offset_terms(v: VarSchema, template: Template) -> list[tuple[str, int, int]]:
-    """Per cube dim: (name, file length along it, chunk length) — computed once per array."""
-    file_chunk = dict(zip(v.file_dims, v.file_chunks, strict=True))
-    return [(d, template.blocks.get(d, 0), file_chunk.get(d, 1)) for d in v.dims]
+    def file_shape(self, places: dict[str, tuple[int, int]]) -> list[int]:
+        return [
+            places[d][1] if d in places else s
+            for d, s in zip(self.v.file_dims, self.v.file_shape, strict=True)
+        ]
 
+    def refs(
+        self,
+        key: str,
+        places: dict[str, tuple[int, int]],
+        offsets: np.ndarray,
+        lengths: np.ndarray,
+    ) -> Iterator[tuple[list[int], int, int]]:
+        """(cube chunk index, byte offset, length) of every stored chunk of the file."""
+        base = [places[d][0] // self.by_dim.get(d, 1) if d in places else 0 for d in self.v.dims]
+        shape = self.file_shape(places)
+        if self.split:
+            off, length = int(offsets.reshape(-1)[0]), int(lengths.reshape(-1)[0])
+            if not length:
+                return  # never written: reads as the fill value
+            grid = [s // c for s, c in zip(shape, self.chunks, strict=True)]
+            if length != self.chunk_bytes * math.prod(grid):
+                raise CommitError(
+                    f"{key}: variable {self.v.name} stores {length} bytes, its shape {shape} "
+                    f"needs {self.chunk_bytes * math.prod(grid)}: cannot split it into steps"
+                )
+            for k, sub in enumerate(np.ndindex(*grid)):
+                yield self._index(base, sub), off + k * self.chunk_bytes, self.chunk_bytes
+            return
+        if self.v.fingerprint["chunks"] is None:
+            grid = [1] * len(shape)
+        else:
+            grid = [-(-s // c) for s, c in zip(shape, self.chunks, strict=True)]
+        region = tuple(slice(0, n) for n in grid)
+        offs = offsets[region].reshape(-1).tolist()
+        lens = lengths[region].reshape(-1).tolist()
+        for sub, o, n in zip(np.ndindex(*grid), offs, lens, strict=True):
+            if n:
+                yield self._index(base, sub), o, n
 
-def _chunk_offset(terms: list[tuple[str, int, int]], pos: dict[str, int]) -> tuple[int, ...]:
-    return tuple(pos[d] * b // c if d in pos else 0 for d, b, c in terms)
+    def _index(self, base: list[int], sub: tuple[int, ...]) -> list[int]:
+        return [
+            b + sub[self.file_axis[d]] if d in self.file_axis else b
+            for b, d in zip(base, self.v.dims, strict=True)
+        ]
 
 
 def _array_metadata(v: VarSchema, shape: list[int], chunks: list[int]) -> ArrayV3Metadata:
@@ -354,8 +448,10 @@ def _set_refs(
 
 
 def inputs_digest(plan: Plan, template: Template, group: str) -> str:
-    """What a group's commit depends on: its files' listing and the template (so the schema)."""
-    return hashlib.sha256(f"{plan.group_digest(group)}:{template.digest}".encode()).hexdigest()[:16]
+    """What a group's commit depends on: its files' listing, the template (so the schema) and
+    the steps of every file (so where its files go)."""
+    key = f"{plan.group_digest(group)}:{template.digest}:{template.steps.digest}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def load_group_results(
@@ -456,7 +552,6 @@ def _write_group(
 ) -> tuple[int, int]:
     """Write a group's chunk refs and inline values into a session; returns (files, refs)."""
     src = catalog.source_location(spec)
-    dim_names = spec.cube.dim_names
     virt = template.virtual_varying()
     n_files = sum(len(r.meta["files"]) for r in results)
     refs = 0
@@ -464,25 +559,35 @@ def _write_group(
     # One set_virtual_refs call per array for the whole group, each ref with its file's
     # checksum: a call per file and array costs ~5x more CPU (bench/results, section 3).
     specs: dict[str, list[icechunk.VirtualChunkSpec]] = {v.name: [] for v in virt}
-    terms = {v.name: _offset_terms(v, template) for v in virt}
+    layout = template.steps
+    placers = {v.name: RefPlacer(v, layout) for v in virt}
     for res in results:
-        subs = {
-            v.name: list(np.ndindex(*_cube_grid(v, res.offsets[v.name].shape[1:]))) for v in virt
-        }
         for i, fmeta in enumerate(res.meta["files"]):
-            pos = dict(zip(dim_names, fmeta["pos"], strict=True))
+            try:
+                layout.check_file(fmeta["key"], fmeta["pos"], fmeta["steps"])
+            except catalog.PlanError as e:
+                raise CommitError(f"group {group}: {e}") from None
+            places = layout.places(fmeta["pos"])
             url = src.url_of(fmeta["key"])
             checksum = checksum_of(src, fmeta["version"], fmeta["last_modified"])
+            etag = checksum if isinstance(checksum, str) else None
+            mtime = checksum if isinstance(checksum, datetime) else None
             for v in virt:
-                refs += _add_chunk_specs(
-                    specs[v.name],
-                    subs[v.name],
-                    url,
-                    res.offsets[v.name][i],
-                    res.lengths[v.name][i],
-                    _chunk_offset(terms[v.name], pos),
-                    checksum,
-                )
+                out = specs[v.name]
+                for index, off, length in placers[v.name].refs(
+                    fmeta["key"], places, res.offsets[v.name][i], res.lengths[v.name][i]
+                ):
+                    out.append(
+                        icechunk.VirtualChunkSpec(
+                            index=index,
+                            location=url,
+                            offset=off,
+                            length=length,
+                            etag_checksum=etag,
+                            last_updated_at_checksum=mtime,
+                        )
+                    )
+                    refs += 1
             done_files += 1
             if on_file:
                 on_file(done_files, n_files)
@@ -514,37 +619,6 @@ def _commit_summary(
     }
 
 
-def _add_chunk_specs(
-    out: list[icechunk.VirtualChunkSpec],
-    subs: list[tuple[int, ...]],
-    url: str,
-    offsets: np.ndarray,
-    lengths: np.ndarray,
-    arr_offset: tuple[int, ...],
-    checksum: datetime | str,
-) -> int:
-    """Append a ref per stored chunk of one file (length 0: never written, left out)."""
-    etag = checksum if isinstance(checksum, str) else None
-    mtime = checksum if isinstance(checksum, datetime) else None
-    n = 0
-    flat = zip(offsets.reshape(-1).tolist(), lengths.reshape(-1).tolist(), strict=True)
-    for sub, (off, length) in zip(subs, flat, strict=True):
-        if not length:
-            continue
-        out.append(
-            icechunk.VirtualChunkSpec(
-                index=[a + b for a, b in zip(arr_offset, sub, strict=True)],
-                location=url,
-                offset=off,
-                length=length,
-                etag_checksum=etag,
-                last_updated_at_checksum=mtime,
-            )
-        )
-        n += 1
-    return n
-
-
 def _delete_stale_refs(
     spec: DatasetSpec,
     plan: Plan,
@@ -558,11 +632,13 @@ def _delete_stale_refs(
     pos_commit = results[0].meta["files"][0]["pos"][spec.cube.dim_names.index(commit_dim)]
     for v in template.virtual_varying():
         keep = {tuple(s.index) for s in written[v.name]}
-        file_chunk = dict(zip(v.file_dims, v.file_chunks, strict=True))
+        file_chunk = dict(zip(v.file_dims, cube_chunks(v, template.steps), strict=True))
         ranges = []
-        for d, n in zip(v.dims, _chunk_grid(v, array_shape(v, plan, template)), strict=True):
+        shape = array_shape(v, plan, template)
+        for d, size in zip(v.dims, shape, strict=True):
+            n = -(-size // file_chunk.get(d, 1))
             if d == commit_dim:
-                per = template.blocks[d] // file_chunk.get(d, 1)
+                per = template.steps.commit_steps // file_chunk.get(d, 1)
                 ranges.append(range(pos_commit * per, (pos_commit + 1) * per))
             else:
                 ranges.append(range(n))
@@ -572,17 +648,6 @@ def _delete_stale_refs(
                 key = f"{v.name}/c/" + "/".join(map(str, chunk))
                 if sync(store.exists(key)):
                     sync(store.delete(key))
-
-
-def _chunk_grid(v: VarSchema, shape: list[int]) -> list[int]:
-    chunks = dict(zip(v.file_dims, v.file_chunks, strict=True))
-    return [-(-s // chunks.get(d, 1)) for d, s in zip(v.dims, shape, strict=True)]
-
-
-def _cube_grid(v: VarSchema, file_grid: tuple[int, ...]) -> tuple[int, ...]:
-    """The file's chunk grid in the cube's dims (dims the files lack have one chunk)."""
-    by_dim = dict(zip(v.file_dims, file_grid, strict=True))
-    return tuple(by_dim.get(d, 1) for d in v.dims)
 
 
 def _write_inline(
@@ -600,9 +665,9 @@ def _write_inline(
     On a rewrite the group's part of arrays along `commit_by` starts from the fill value, so a
     file that disappeared leaves no old values behind.
     """
-    dim_names = spec.cube.dim_names
+    layout = template.steps
     files = [
-        (res, i, dict(zip(dim_names, f["pos"], strict=True)))
+        (res, i, layout.places(f["pos"]))
         for res in results
         for i, f in enumerate(res.meta["files"])
     ]
@@ -615,8 +680,8 @@ def _write_inline(
         if any(v.name not in r.values for r in results):
             raise CommitError(f"group {group}: the scans lack {v.name}: scan the group again")
         arr = zarr.open_array(store, path=v.name, mode="r+")
-        starts = {d: min(p[d] for _, _, p in files) * template.blocks[d] for d in v.varies}
-        stops = {d: (max(p[d] for _, _, p in files) + 1) * template.blocks[d] for d in v.varies}
+        starts = {d: min(p[d][0] for _, _, p in files) for d in v.varies}
+        stops = {d: max(p[d][0] + p[d][1] for _, _, p in files) for d in v.varies}
         region = tuple(slice(starts[d], stops[d]) if d in starts else slice(None) for d in v.dims)
         old = np.asarray(arr[region])
         new = old.copy()
@@ -624,17 +689,15 @@ def _write_inline(
             new[...] = arr.metadata.fill_value
         written = np.zeros(new.shape, bool)
         for res, i, p in files:
-            val = res.values[v.name][i].reshape(
-                [
-                    1 if d not in v.file_dims else s
-                    for d, s in zip(v.dims, _file_shape_in_cube(v), strict=True)
-                ]
-            )
+            # The scans pad values to the shard's longest file: take this file's steps.
+            shape = [
+                p[d][1] if d in p else n for d, n in zip(v.file_dims, v.file_shape, strict=True)
+            ]
+            val = res.values[v.name][i][tuple(slice(0, n) for n in shape)]
+            by_dim = dict(zip(v.file_dims, shape, strict=True))
+            val = val.reshape([by_dim.get(d, 1) for d in v.dims])
             sl = tuple(
-                slice(
-                    p[d] * template.blocks[d] - starts[d],
-                    (p[d] + 1) * template.blocks[d] - starts[d],
-                )
+                slice(p[d][0] - starts[d], p[d][0] + p[d][1] - starts[d])
                 if d in starts
                 else slice(None)
                 for d in v.dims
@@ -661,11 +724,6 @@ def _write_inline(
                 )
         if not np.array_equal(old, new, equal_nan=new.dtype.kind in "fc"):
             arr[region] = new
-
-
-def _file_shape_in_cube(v: VarSchema) -> list[int]:
-    by_dim = dict(zip(v.file_dims, v.file_shape, strict=True))
-    return [by_dim.get(d, 1) for d in v.dims]
 
 
 def _equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:

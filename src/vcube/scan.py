@@ -38,9 +38,13 @@ class ScanError(RuntimeError):
     """A file could not be scanned; the message names the file and the problem."""
 
 
+RESULT_FORMAT = 2  # 2: files carry their steps; refs and values padded to the longest file
+
+
 def result_digest(shard_digest: str, template: Template) -> str:
     """A scan depends on the shard's files and on the template it was checked against."""
-    return hashlib.sha256(f"{shard_digest}:{template.digest}".encode()).hexdigest()[:16]
+    key = f"{shard_digest}:{template.digest}:{RESULT_FORMAT}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def result_key(shard: str) -> str:
@@ -160,10 +164,25 @@ def chunk_refs(ds: h5py.Dataset, grid: tuple[int, ...]) -> tuple[np.ndarray, np.
 class FileScan:
     refs: dict[str, tuple[np.ndarray, np.ndarray]]
     values: dict[str, np.ndarray]
+    steps: list[int]  # the file's length along each concat dim (1 for a dim it lacks)
 
 
-def scan_file(f: h5py.File, key: str, template: Template, skip_values: set[str]) -> FileScan:
-    """Check one open file against the template; return its chunk refs and inline values."""
+def file_grid(v: VarSchema, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The chunk grid of one file's variable: a contiguous variable is one chunk."""
+    if v.fingerprint["chunks"] is None:
+        return (1,) * len(shape)
+    return tuple(-(-s // c) for s, c in zip(shape, v.file_chunks, strict=True))
+
+
+def scan_file(
+    f: h5py.File,
+    key: str,
+    template: Template,
+    skip_values: set[str],
+    concat: list[str] | None = None,
+) -> FileScan:
+    """Check one open file against the template; return its chunk refs, inline values and
+    steps. Files may differ from the template in their length along the concat dims only."""
     refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     values: dict[str, np.ndarray] = {}
     try:
@@ -172,12 +191,26 @@ def scan_file(f: h5py.File, key: str, template: Template, skip_values: set[str])
     except TemplateError as e:
         raise ScanError(str(e)) from None
     dim_cache: dict[Any, str] = {}
+    steps: dict[str, tuple[int, str]] = {}
+    concat = list(template.blocks) if concat is None else concat  # outermost first
     for v in template.variables.values():
         try:
             ds = node[v.name]
         except KeyError:
             raise ScanError(f"{key}: variable {v.name} is missing (the template has it)") from None
         fp = fingerprint(ds, dim_cache)
+        if len(fp["shape"]) == len(v.file_dims):
+            for j, d in enumerate(v.file_dims):
+                if d not in concat:
+                    continue
+                n = fp["shape"][j]
+                first = steps.setdefault(d, (n, v.name))
+                if first[0] != n:
+                    raise ScanError(
+                        f"{key}: variables {first[1]} and {v.name} disagree on the length of "
+                        f"{d!r} ({first[0]} and {n})"
+                    )
+                fp["shape"][j] = v.fingerprint["shape"][j]
         try:
             convert = compare_fingerprint(key, v.name, v.fingerprint, fp, inline=v.kind == "inline")
         except TemplateError as e:
@@ -194,7 +227,7 @@ def scan_file(f: h5py.File, key: str, template: Template, skip_values: set[str])
             continue
         try:
             if v.kind == "virtual":
-                refs[v.name] = chunk_refs(ds, v.file_grid)
+                refs[v.name] = chunk_refs(ds, file_grid(v, ds.shape))
             elif v.name not in skip_values:
                 values[v.name] = read_values(ds)
                 if convert:
@@ -203,7 +236,17 @@ def scan_file(f: h5py.File, key: str, template: Template, skip_values: set[str])
             raise ScanError(f"{key}: {e}") from None
         except OSError as e:
             raise ScanError(f"{key}: cannot read variable {v.name} ({_h5msg(e)})") from None
-    return FileScan(refs, values)
+    return FileScan(refs, values, [steps[d][0] if d in steps else 1 for d in concat])
+
+
+def _stack(arrays: list[np.ndarray], dtype: Any) -> np.ndarray:
+    """One array per file, padded with zeros to the largest (files differ in length)."""
+    shape = tuple(max(sizes) for sizes in zip(*(a.shape for a in arrays), strict=True))
+    out = np.zeros((len(arrays), *shape), dtype)
+    for i, a in enumerate(arrays):
+        region: tuple[int | slice, ...] = (i, *[slice(0, n) for n in a.shape])
+        out[region] = a
+    return out
 
 
 def read_values(ds: h5py.Dataset) -> np.ndarray:
@@ -245,9 +288,7 @@ def scan_shard(
     virt = template.virtual_varying()
     inl = [v for v in template.inline_varying() if v.name not in path_dims]
     n = len(files)
-    offsets = {v.name: np.zeros((n, *v.file_grid), np.uint64) for v in virt}
-    lengths = {v.name: np.zeros((n, *v.file_grid), np.uint64) for v in virt}
-    values = {v.name: np.zeros((n, *v.file_shape), _value_dtype(v)) for v in inl}
+    scans: list[FileScan] = []
     # Remote files are opened ahead in the background, each with the blocks the previous walks
     # touched (vcube.remote.Prefetcher): about one round trip per file instead of one per miss.
     readers: Iterator[Any] | None = None
@@ -269,12 +310,15 @@ def scan_shard(
         )
     try:
         for i, pf in enumerate(files):
-            _scan_one(i, pf, src, readers, template, path_dims, offsets, lengths, values)
+            scans.append(_scan_one(pf, src, readers, template, path_dims, spec.cube.dim_names))
             if on_file:
                 on_file(i + 1, n)
     finally:
         if readers is not None:
             readers.close()  # type: ignore[attr-defined]
+    offsets = {v.name: _stack([s.refs[v.name][0] for s in scans], np.uint64) for v in virt}
+    lengths = {v.name: _stack([s.refs[v.name][1] for s in scans], np.uint64) for v in virt}
+    values = {v.name: _stack([s.values[v.name] for s in scans], _value_dtype(v)) for v in inl}
     meta = {
         "shard": shard,
         "digest": digest,
@@ -285,8 +329,9 @@ def scan_shard(
                 "version": p.version,
                 "last_modified": p.last_modified,
                 "pos": list(p.pos),
+                "steps": s.steps,
             }
-            for p in files
+            for p, s in zip(files, scans, strict=True)
         ],
     }
     arrays = {f"offsets/{k}": a for k, a in offsets.items()}
@@ -303,17 +348,14 @@ def _value_dtype(v: VarSchema) -> np.dtype:
 
 
 def _scan_one(
-    i: int,
     pf: catalog.PlannedFile,
     src: storage.Location,
     readers: Iterator[Any] | None,
     template: Template,
     path_dims: set[str],
-    offsets: dict[str, np.ndarray],
-    lengths: dict[str, np.ndarray],
-    values: dict[str, np.ndarray],
-) -> None:
-    """Scan file `i` of a shard into the shard's arrays.
+    concat: list[str],
+) -> FileScan:
+    """Scan one file of a shard.
 
     A read that failed in the object store (connection refused, timeouts after the client's own
     retries) is a StorageError (exit 3, retried by Argo), never blamed on the file.
@@ -329,7 +371,7 @@ def _scan_one(
             _check_unchanged(pf, reader.etag)
             opened = _open_reader(reader, pf.key)
         with opened as f:
-            fs = scan_file(f, pf.key, template, path_dims)
+            fs = scan_file(f, pf.key, template, path_dims, concat)
     except RemoteReadError as e:
         raise storage.StorageError(f"{pf.key}: {e}") from None
     except (ScanError, OSError) as e:
@@ -346,10 +388,7 @@ def _scan_one(
                 f"{pf.key}: variable {name} has chunks past the end of the file "
                 f"({size} bytes): truncated?"
             )
-        offsets[name][i] = o
-        lengths[name][i] = ln
-    for name, val in fs.values.items():
-        values[name][i] = val
+    return fs
 
 
 def write_result(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:

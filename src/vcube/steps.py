@@ -82,9 +82,30 @@ def init_step(spec: DatasetSpec) -> dict[str, Any]:
     except template.TemplateError:
         tmpl = template.derive_template(spec, pf.key)
         template.save_template(spec, tmpl)
+    tmpl.layout = learn_layout(spec, plan, tmpl)
     summary = cube.init_cube(spec, plan, tmpl, pf)
     summary["template"] = pf.key
+    summary["layout_shards"] = len(plan.layout_shards)
     return summary
+
+
+def learn_layout(spec: DatasetSpec, plan: Plan, tmpl: template.Template) -> catalog.Layout:
+    """How many steps each file holds, from the scans of the plan's layout shards.
+
+    Those shards are scanned here (the scan step then finds them done: no file is read twice),
+    so the arrays can be sized before any group is committed.
+    """
+    work = catalog.work_location(spec)
+    files = []
+    for sid in plan.layout_shards:
+        scan_step(spec, sid)
+        meta = scan.read_meta(storage.read_bytes(work, scan.result_key(sid)))
+        files += [(f["key"], f["pos"], f["steps"]) for f in meta["files"]]
+    dims = spec.cube.dim_names
+    layout = catalog.build_layout(plan, dims, dims.index(spec.cube.commit_by), files)
+    cube.check_grid(tmpl, layout)
+    catalog.save_layout(spec, layout)
+    return layout
 
 
 def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None) -> dict[str, Any]:

@@ -55,14 +55,19 @@ class Template:
     source_key: str
     attrs: dict[str, Any]
     variables: dict[str, VarSchema]
-    blocks: dict[str, int]  # length of one file along each concat dim
+    blocks: dict[str, int]  # length of the template file along each concat dim
     spec_digest: str = ""  # the spec it was derived for: another spec needs another template
     file_group: str = ""  # the group inside each file the cube is built from ("": the root)
     dropped_groups: list[str] = field(default_factory=list)  # other groups, left out on purpose
     format: int = 0  # TEMPLATE_FORMAT when derived (absent from templates of older versions)
+    # Steps per file along the concat dims, learnt by init from scans (catalog.Layout). Kept
+    # in its own object in the work area and out of the digest: scans do not depend on it.
+    layout: catalog.Layout | None = None
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+        raw = asdict(self)
+        raw.pop("layout")
+        return json.dumps(raw, indent=1, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Template:
@@ -74,6 +79,13 @@ class Template:
     def digest(self) -> str:
         """Hash of the whole schema (computed once: commits ask for it per shard)."""
         return hashlib.sha256(self.to_json()).hexdigest()[:16]
+
+    @property
+    def steps(self) -> catalog.Layout:
+        """The layout; every step after init needs it."""
+        if self.layout is None:
+            raise TemplateError("the cube's layout is not known yet: run `vcube init` first")
+        return self.layout
 
     def virtual_varying(self) -> list[VarSchema]:
         return [v for v in self.variables.values() if v.kind == "virtual" and v.varies]
@@ -409,12 +421,6 @@ def derive_template(spec: DatasetSpec, key: str) -> Template:
                     "referenced by byte ranges; list it under cube.inline in the spec (its "
                     "values are then copied into the cube), or under cube.drop"
                 )
-            for d, s, c in zip(dims, shape, chunks, strict=True):
-                if kind == "virtual" and d in concat and s % c:
-                    raise TemplateError(
-                        f"{key}: variable {name} has chunks of {c} along {d} but the file holds "
-                        f"{s}: a chunk must not straddle two files"
-                    )
             if kind == "inline":
                 fill = inline_fill_value(node[name])
                 meta["fill_value"] = fill if fill is not None else meta["fill_value"]
@@ -450,14 +456,16 @@ def derive_template(spec: DatasetSpec, key: str) -> Template:
         if absent and v.varies and v.name not in concat:
             v.dims = absent + v.dims
             v.varies = absent + v.varies
-    for d in concat:
-        if d in absent:
-            blocks[d] = 1
+    for dim in concat:
+        if dim in absent:
+            blocks[dim] = 1
             continue
-        sizes = {v.file_shape[v.file_dims.index(d)] for v in variables.values() if d in v.file_dims}
+        sizes = {
+            v.file_shape[v.file_dims.index(dim)] for v in variables.values() if dim in v.file_dims
+        }
         if len(sizes) > 1:
-            raise TemplateError(f"{key}: variables disagree on the length of {d!r}: {sizes}")
-        blocks[d] = sizes.pop()
+            raise TemplateError(f"{key}: variables disagree on the length of {dim!r}: {sizes}")
+        blocks[dim] = sizes.pop()
     for d in spec.cube.dims:
         if d.values == "file" and d.name not in variables and d.name not in absent:
             raise TemplateError(
@@ -494,4 +502,6 @@ def load_template(spec: DatasetSpec) -> Template:
             f"the template in {spec.target.work_url} was derived by an older vcube: run "
             "`vcube init` again"
         )
+    if storage.exists(work, catalog.LAYOUT_KEY):
+        template.layout = catalog.load_layout(spec)
     return template

@@ -24,7 +24,7 @@ from zarr.core.sync import sync
 
 from vcube import catalog, storage
 from vcube.catalog import Plan, PlannedFile
-from vcube.cube import array_shape, chunk_offset, history, open_repo
+from vcube.cube import RefPlacer, array_shape, history, open_repo
 from vcube.scan import read_result, result_key
 from vcube.spec import DatasetSpec
 from vcube.template import Template
@@ -71,9 +71,8 @@ def file_region(
         if not any(d in v.file_dims for v in template.variables.values())
     }
     out: dict[str, slice | int] = {}
-    for d, p in zip(spec.cube.dim_names, pos, strict=True):
-        b = template.blocks[d]
-        out[d] = p if d in absent else slice(p * b, (p + 1) * b)
+    for d, (start, n) in template.steps.places(pos).items():
+        out[d] = start if d in absent else slice(start, start + n)
     return out
 
 
@@ -195,18 +194,14 @@ def expected_chunks(spec: DatasetSpec, template: Template, shard: str) -> dict[s
     """Chunk key -> (source file, offset, length) for every chunk the shard's scan found stored."""
     res = read_result(storage.read_bytes(catalog.work_location(spec), result_key(shard)))
     out: dict[str, Ref] = {}
+    placers = [RefPlacer(v, template.steps) for v in template.virtual_varying()]
     for i, f in enumerate(res.meta["files"]):
-        pos = dict(zip(spec.cube.dim_names, f["pos"], strict=True))
-        for v in template.virtual_varying():
-            lengths = res.lengths[v.name][i].reshape(-1)
-            offsets = res.offsets[v.name][i].reshape(-1)
-            off = chunk_offset(v, pos, template)
-            grid = dict(zip(v.file_dims, res.lengths[v.name][i].shape, strict=True))
-            sub_grid = [grid.get(d, 1) for d in v.dims]
-            for flat, sub in enumerate(np.ndindex(*sub_grid)):
-                if lengths[flat]:
-                    idx = "/".join(str(o + s) for o, s in zip(off, sub, strict=True))
-                    out[f"{v.name}/c/{idx}"] = (f["key"], int(offsets[flat]), int(lengths[flat]))
+        places = template.steps.places(f["pos"])
+        for p in placers:
+            name = p.v.name
+            refs = p.refs(f["key"], places, res.offsets[name][i], res.lengths[name][i])
+            for idx, off, length in refs:
+                out[f"{name}/c/" + "/".join(map(str, idx))] = (f["key"], off, length)
     return out
 
 
