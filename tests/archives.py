@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import cftime
 import netCDF4
 import numpy as np
 
@@ -179,6 +180,204 @@ def _write_variant_file(
             )
             th.units = "degC"
             th[:] = tas.mean(axis=(1, 2))[:, None] - 273.15 - np.array([0.0, 2.0, 8.0])
+
+
+# --- a real-world-style archive: files of different lengths, per-file time units --------------
+
+DECADES = ((1850, 1859), (1860, 1869), (1870, 1874))  # the last file is shorter
+DECADAL_PATTERN = "{member}/Amon_{member}_{period}.nc"
+DAILY_PATTERN = "{member}/day_{member}_{year}.nc"
+REAL_GRID = (3, 4)  # (lat, lon)
+REAL_GROUP = "diagnostics"
+
+
+def decadal_period(first: int, last: int) -> str:
+    return f"{first}01-{last}12"
+
+
+def write_decadal_archive(
+    root: str | Path, *, members: int = 2, repo: str | Path | None = None
+) -> tuple[dict[str, list[Path]], dict[str, Any]]:
+    """CMIP-style monthly files, one per decade and a short last one (120, 120, 60 steps).
+
+    Each file's `time` counts from its own decade ("days since 1860-01-01", noleap), with
+    `time_bnds` (no units of its own, CF). `tas` is contiguous and uncompressed, `pr` chunked
+    12 steps at a time (zlib + shuffle), `sst` int16 packed, `label` (time) variable-length
+    strings, `lat`/`lon` static, and a group `/diagnostics` the spec drops. Returns the files of
+    each member (in time order) and a matching spec dict.
+    """
+    root = Path(root)
+    files: dict[str, list[Path]] = {}
+    for i in range(members):
+        member = variant_member(i)
+        for first, last in DECADES:
+            path = root / DECADAL_PATTERN.format(member=member, period=decadal_period(first, last))
+            months = (last - first + 1) * 12
+            start = cftime.DatetimeNoLeap(first, 1, 1)
+            mids = [_add_months(start, m, mid=True) for m in range(months)]
+            edges = [_add_months(start, m) for m in range(months + 1)]
+            units = f"days since {first}-01-01"
+            _write_real_file(
+                path,
+                member_index=i,
+                first=first,
+                times=cftime.date2num(mids, units, calendar="noleap"),
+                bounds=cftime.date2num(edges, units, calendar="noleap"),
+                units=units,
+                calendar="noleap",
+                chunk=12,
+            )
+            files.setdefault(member, []).append(path)
+    return files, _real_spec("decadal", root, DECADAL_PATTERN, "period", repo)
+
+
+def write_daily_archive(
+    root: str | Path,
+    *,
+    calendar: str = "standard",
+    years: tuple[int, ...] = (2000, 2001, 2002, 2003),
+    members: int = 2,
+    chunk: int = 1,
+    repo: str | Path | None = None,
+) -> tuple[dict[str, list[Path]], dict[str, Any]]:
+    """Yearly files of daily steps: 366 in leap years (standard calendar), always 365 with
+    noleap. Each file counts days from its own year. Same variables as the decadal archive;
+    `pr` is chunked `chunk` days at a time."""
+    root = Path(root)
+    files: dict[str, list[Path]] = {}
+    for i in range(members):
+        member = variant_member(i)
+        for year in years:
+            path = root / DAILY_PATTERN.format(member=member, year=year)
+            units = f"days since {year}-01-01"
+            n = int(
+                cftime.date2num(cftime.datetime(year + 1, 1, 1, calendar=calendar), units, calendar)
+            )
+            _write_real_file(
+                path,
+                member_index=i,
+                first=year,
+                times=np.arange(n) + 0.5,
+                bounds=np.arange(n + 1, dtype=np.float64),
+                units=units,
+                calendar=calendar,
+                chunk=chunk,
+            )
+            files.setdefault(member, []).append(path)
+    return files, _real_spec("daily", root, DAILY_PATTERN, "year", repo)
+
+
+def _add_months(start: Any, months: int, *, mid: bool = False) -> Any:
+    y, m = divmod(start.month - 1 + months, 12)
+    d = cftime.DatetimeNoLeap(start.year + y, m + 1, 1)
+    return d + dt.timedelta(days=14) if mid else d
+
+
+def _real_spec(
+    name: str, root: Path, pattern: str, field: str, repo: str | Path | None
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "source": {"root": str(root), "pattern": pattern, "storage": {}},
+        "cube": {
+            "dims": [
+                {"name": "member", "order_by": ["member"], "values": "path"},
+                {"name": "time", "order_by": [field]},
+            ],
+            "shard_by": ["member"],
+            "commit_by": "member",
+            "inline": ["time_bnds"],
+            "drop": [f"/{REAL_GROUP}"],
+        },
+        "target": {
+            "repo": str(repo if repo is not None else root.with_name(root.name + "-cube")),
+            "branch": "main",
+            "storage": {},
+        },
+    }
+
+
+def _write_real_file(
+    path: Path,
+    *,
+    member_index: int,
+    first: int,
+    times: np.ndarray,
+    bounds: np.ndarray,
+    units: str,
+    calendar: str,
+    chunk: int,
+) -> None:
+    ny, nx = REAL_GRID
+    n = len(times)
+    rng = np.random.default_rng([member_index, first, n])
+    lat = np.linspace(-45.0, 45.0, ny)
+    lon = np.linspace(0.0, 270.0, nx)
+    tas = (280 + rng.normal(0, 5, (n, ny, nx)) + member_index).astype(np.float32)
+    sst = np.round((tas - 273.15 - PACKED_OFFSET) / PACKED_SCALE).astype(np.int16)
+    tas[0, 0, 0] = VARIANT_FILL  # one missing value
+    pr = rng.gamma(2.0, 1e-5, (n, ny, nx)).astype(np.float32)
+    sst[:, 0, 1] = PACKED_FILL  # land
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
+        ds.set_auto_maskandscale(False)
+        ds.createDimension("time", n)
+        ds.createDimension("bnds", 2)
+        ds.createDimension("lat", ny)
+        ds.createDimension("lon", nx)
+        t = ds.createVariable("time", "f8", ("time",), contiguous=True, fill_value=False)
+        t.setncatts({"units": units, "calendar": calendar, "bounds": "time_bnds"})
+        t[:] = times
+        tb = ds.createVariable(
+            "time_bnds", "f8", ("time", "bnds"), contiguous=True, fill_value=False
+        )
+        tb[:] = np.stack([bounds[:-1], bounds[1:]], axis=1)
+        for name, values in (("lat", lat), ("lon", lon)):
+            v = ds.createVariable(name, "f8", (name,), contiguous=True, fill_value=False)
+            v.units = "degrees_north" if name == "lat" else "degrees_east"
+            v[:] = values
+        v = ds.createVariable(
+            "tas", "f4", ("time", "lat", "lon"), contiguous=True, fill_value=VARIANT_FILL
+        )
+        v.setncatts({"units": "K", "long_name": "air temperature"})
+        v[:] = tas
+        v = ds.createVariable(
+            "pr",
+            "f4",
+            ("time", "lat", "lon"),
+            chunksizes=(chunk, ny, nx),
+            zlib=True,
+            complevel=4,
+            shuffle=True,
+            fill_value=VARIANT_FILL,
+        )
+        v.setncatts({"units": "kg m-2 s-1", "long_name": "precipitation"})
+        v[:] = pr
+        p = ds.createVariable(
+            "sst",
+            "i2",
+            ("time", "lat", "lon"),
+            chunksizes=(chunk, ny, nx),
+            zlib=True,
+            complevel=4,
+            fill_value=PACKED_FILL,
+        )
+        p.set_auto_maskandscale(False)
+        p.setncatts(
+            {
+                "units": "degC",
+                "scale_factor": np.float32(PACKED_SCALE),
+                "add_offset": np.float32(PACKED_OFFSET),
+            }
+        )
+        p[:] = sst
+        lab = ds.createVariable("label", str, ("time",))
+        lab[:] = np.array([f"{variant_member(member_index)}-{first}-{k}" for k in range(n)], object)
+        g = ds.createGroup(REAL_GROUP)
+        g.createDimension("k", 2)
+        gv = g.createVariable("score", "f4", ("k",))
+        gv[:] = [member_index, first]
+        ds.setncatts({"title": f"{variant_member(member_index)} from {first}"})
 
 
 # --- damaged inputs ---------------------------------------------------------------------------

@@ -192,6 +192,7 @@ def scan_file(
         raise ScanError(str(e)) from None
     dim_cache: dict[Any, str] = {}
     steps: dict[str, tuple[int, str]] = {}
+    converted: dict[str, tuple[VarSchema, tuple[str | None, str]]] = {}
     concat = list(template.blocks) if concat is None else concat  # outermost first
     for v in template.variables.values():
         try:
@@ -232,11 +233,34 @@ def scan_file(
                 values[v.name] = read_values(ds)
                 if convert:
                     values[v.name] = convert_inline(key, v, ds, values[v.name], convert)
+                    if "bounds" in ds.attrs:
+                        converted[attr_text(ds.attrs["bounds"])] = (v, _time_encoding(ds.attrs))
         except ScanError as e:
             raise ScanError(f"{key}: {e}") from None
         except OSError as e:
             raise ScanError(f"{key}: cannot read variable {v.name} ({_h5msg(e)})") from None
+    _convert_bounds(key, template, values, converted)
     return FileScan(refs, values, [steps[d][0] if d in steps else 1 for d in concat])
+
+
+def _convert_bounds(
+    key: str,
+    template: Template,
+    values: dict[str, np.ndarray],
+    converted: dict[str, tuple[VarSchema, tuple[str | None, str]]],
+) -> None:
+    """Bounds without units of their own (CF) are in their converted parent's units."""
+    for name, (parent, encoding) in converted.items():
+        b = template.variables.get(name)
+        if b is None or "units" in b.fingerprint["attrs"]:
+            continue  # not in the cube, or converted (or checked) on its own
+        if b.kind != "inline":
+            raise ScanError(
+                f"{key}: variable {name} holds the bounds of {parent.name}, whose units differ "
+                f"from the template's: list {name} under cube.inline so that it is converted too"
+            )
+        if name in values:
+            values[name] = _convert_with(key, name, parent, values[name], encoding)
 
 
 def _stack(arrays: list[np.ndarray], dtype: Any) -> np.ndarray:
@@ -261,16 +285,84 @@ def convert_inline(
 ) -> np.ndarray:
     """An inline variable whose `units`/`calendar` (listed in `attrs`) differ from the
     template's: its values in the template's encoding (decoded with the file's own attributes,
-    encoded with the template's, `v.fingerprint["attrs"]`).
+    encoded with the template's, `v.fingerprint["attrs"]`). Only times can be converted."""
+    return _convert_with(key, v.name, v, values, _time_encoding(ds.attrs))
 
-    Not implemented here yet: refused, so a file never lands with the wrong encoding.
-    """
-    a = attrs[0]
-    raise ScanError(
-        f"{key}: variable {v.name} differs from the template: attribute {a} "
-        f"{attr_text(ds.attrs[a])!r} (template: {v.fingerprint['attrs'].get(a)!r}); converting "
-        "it is not supported"
+
+def _time_encoding(attrs: Any) -> tuple[str | None, str]:
+    units = attrs.get("units")
+    calendar = attrs.get("calendar")
+    return (
+        None if units is None else attr_text(units),
+        "standard" if calendar is None else attr_text(calendar),
     )
+
+
+def _convert_with(
+    key: str, name: str, parent: VarSchema, values: np.ndarray, encoding: tuple[str | None, str]
+) -> np.ndarray:
+    """`values` of variable `name`, encoded as `encoding` in the file, in `parent`'s template
+    encoding (a bounds variable takes its parent's)."""
+    want = parent.fingerprint["attrs"]
+    to_units, to_cal = want.get("units"), want.get("calendar") or "standard"
+    units, cal = encoding
+    if not (units and to_units and " since " in units and " since " in to_units):
+        raise ScanError(
+            f"{key}: variable {name} differs from the template: attribute units {units!r} "
+            f"(template: {to_units!r}); only times ('<unit> since <date>') are converted"
+        )
+    try:
+        return convert_times(values, units, cal, to_units, to_cal)
+    except ValueError as e:
+        raise ScanError(
+            f"{key}: variable {name}: cannot convert its times from {units!r} ({cal}) to the "
+            f"template's {to_units!r} ({to_cal}): {e}"
+        ) from None
+
+
+def convert_times(
+    values: np.ndarray, units: str, calendar: str, to_units: str, to_calendar: str
+) -> np.ndarray:
+    """Times encoded with (units, calendar) re-encoded with (to_units, to_calendar), same dtype.
+
+    Dates are carried between calendars field by field (a date that does not exist in the
+    target calendar, such as Feb 29 into noleap, is refused). An integer dtype must receive
+    whole numbers: a time that falls between two of the target's units is refused, never
+    rounded. NaN stays NaN.
+    """
+    import cftime
+
+    arr = np.asarray(values)
+    flat = arr.astype(np.float64).ravel()
+    ok = np.isfinite(flat)
+    out = np.full(flat.shape, np.nan)
+    if ok.any():
+        dates = cftime.num2date(flat[ok], units, calendar=calendar, only_use_cftime_datetimes=True)
+        if (
+            cftime.datetime(2000, 1, 1, calendar=calendar).calendar
+            != cftime.datetime(2000, 1, 1, calendar=to_calendar).calendar
+        ):
+            dates = [
+                cftime.datetime(
+                    d.year,
+                    d.month,
+                    d.day,
+                    d.hour,
+                    d.minute,
+                    d.second,
+                    d.microsecond,
+                    calendar=to_calendar,
+                )
+                for d in np.ravel(dates)
+            ]
+        out[ok] = np.asarray(cftime.date2num(dates, to_units, calendar=to_calendar), np.float64)
+    if arr.dtype.kind in "iu":
+        if not ok.all():
+            raise ValueError("an integer time is not finite")
+        if not np.array_equal(out, np.round(out)):
+            bad = out[out != np.round(out)][:3]
+            raise ValueError(f"{bad.tolist()} are not whole numbers of the template's unit")
+    return out.reshape(arr.shape).astype(arr.dtype)
 
 
 def scan_shard(
