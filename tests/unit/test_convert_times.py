@@ -35,7 +35,7 @@ def test_between_calendars_field_by_field() -> None:
         np.array([59.0]), "days since 2001-01-01", "standard", "days since 2001-01-01", "noleap"
     )
     np.testing.assert_array_equal(got, [59.0])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid day"):
         convert_times(
             np.array([59.0]), "days since 2000-01-01", "standard", "days since 2000-01-01", "noleap"
         )
