@@ -450,7 +450,8 @@ def _set_refs(
 def inputs_digest(plan: Plan, template: Template, group: str) -> str:
     """What a group's commit depends on: its files' listing, the template (so the schema) and
     the steps of every file (so where its files go)."""
-    key = f"{plan.group_digest(group)}:{template.digest}:{template.steps.digest}"
+    layout = template.layout.digest if template.layout is not None else "unknown"
+    key = f"{plan.group_digest(group)}:{template.digest}:{layout}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -494,6 +495,10 @@ def commit_group(
     t0 = time.perf_counter()
     if group not in plan.groups:
         raise CommitError(f"group {group!r} is not in the plan (groups: {_some(plan.groups)})")
+    if template.steps.plan != plan.digest:
+        raise CommitError(
+            f"group {group}: the cube's layout was learnt for another plan: run `vcube init`"
+        )
     digest = inputs_digest(plan, template, group)
     repo = open_repo(spec)
     results: list[ShardResult] | None = None
