@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -133,6 +134,17 @@ def init_repo(spec: DatasetSpec, plan: catalog.Plan, tmpl: template.Template, pf
 
 def _requests(proxy: FaultProxy, t0: float, t1: float) -> list[RequestRecord]:
     return [r for r in proxy.stats.records if t0 <= r.started <= t1]
+
+
+def _by_kind(recs: list[RequestRecord]) -> dict[str, int]:
+    """Requests by method and object kind (Icechunk's manifests/, snapshots/, ...; scans/)."""
+    out: dict[str, int] = {}
+    for r in recs:
+        parts = r.target.split("?")[0].strip("/").split("/")
+        kind = parts[2] if len(parts) > 3 else "(" + (parts[-1] if parts else "") + ")"
+        key = f"{r.method} {kind}"
+        out[key] = out.get(key, 0) + 1
+    return out
 
 
 def _by_method(recs: list[RequestRecord]) -> dict[str, int]:
@@ -316,6 +328,7 @@ def _cli_series(path: Path, groups: list[str], proxy: FaultProxy, tmp: Path) -> 
                 "requests": len(recs),
                 "round_trips": round_trips(recs),
                 "by_method": _by_method(recs),
+                "by_kind": _by_kind(recs),
             }
         )
         common.log(
@@ -420,6 +433,15 @@ def writers(
     return res
 
 
+def _command(args: list[str]) -> str:
+    """The command line as run, quoted, with the output directory (a machine path) as DIR."""
+    out = list(args)
+    for i, a in enumerate(out[:-1]):
+        if a == "--out":
+            out[i + 1] = "DIR"
+    return shlex.join(["python", "-m", "bench.fanin", *out])
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--groups", type=int, default=690, help="groups planned and committed")
@@ -451,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
         "latency_s": LATENCY,
         "files_per_group": args.files,
         "groups": args.groups,
-        "command": "python -m bench.fanin " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": _command(argv if argv is not None else sys.argv[1:]),
     }
     out_path = args.out / "fanin.json"
     try:

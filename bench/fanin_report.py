@@ -148,8 +148,24 @@ def section(results: Path) -> list[str]:
                     if rts
                     else ""
                 )
-                + ". At 20 ms each that is the latency floor of one commit.",
+                + ": nearly every request waits for the one before (the commit writes one "
+                "manifest per array, one after another). At 20 ms each that is the latency floor "
+                "of one commit.",
             ]
+            if rts:
+                cpu = statistics.median(c["cpu_s"] for c in loop)
+                per = statistics.median(rts) * rt["latency_s"] + cpu
+                out += [
+                    "",
+                    f"**Model of the fan-in with one committer** (design a), every request at "
+                    f"{rt['latency_s'] * 1000:.0f} ms, no server time, CPU as measured in the "
+                    f"long-lived process ({cpu:.2f} s): 690 x ({statistics.median(rts):.0f} x "
+                    f"{rt['latency_s'] * 1000:.0f} ms + {cpu:.2f} s) = "
+                    f"{690 * per / 60:.0f} min of commit work, which overlaps the scan fan-out "
+                    "(groups are committed as they complete). Assumption: S3's latency per "
+                    "small PUT/GET in the region is about 20 ms; at 40 ms it would be "
+                    f"{690 * (statistics.median(rts) * 2 * rt['latency_s'] + cpu) / 60:.0f} min.",
+                ]
         out.append("")
     if run1 and run1.get("cost", {}).get("one_process"):
         ls = _loop_stats(run1["cost"]["one_process"]["commits"])
