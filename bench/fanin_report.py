@@ -148,10 +148,21 @@ def section(results: Path) -> list[str]:
                     if rts
                     else ""
                 )
-                + ": nearly every request waits for the one before (the commit writes one "
-                "manifest per array, one after another). At 20 ms each that is the latency floor "
-                "of one commit.",
+                + ": nearly every request waits for the one before. At 20 ms each that is the "
+                "latency floor of one commit.",
             ]
+            kinds = _load(results / "fanin-kinds.json")
+            if kinds and kinds.get("cost"):
+                k = kinds["cost"]["fresh"]["commits"][0]["by_kind"]
+                out += [
+                    "",
+                    f"What those requests are (`{kinds['command']}`, code {kinds['code']}, "
+                    f"`fanin-kinds.json`; one `vcube commit`): "
+                    + ", ".join(f"{n} {kind}" for kind, n in sorted(k.items(), key=lambda x: -x[1]))
+                    + ". Most are manifest writes, one per array the group touches (manifests are "
+                    "split per group), written one after another; `(repo)` is Icechunk's "
+                    "repository info object, read for the branch history.",
+                ]
             if rts:
                 cpu = statistics.median(c["cpu_s"] for c in loop)
                 per = statistics.median(rts) * rt["latency_s"] + cpu
