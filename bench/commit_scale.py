@@ -98,10 +98,25 @@ def write_shard_results(
                     "version": src_pf.version,
                     "last_modified": src_pf.last_modified,
                     "pos": list(pf.pos),
+                    "steps": fs.steps,
                 }
             )
         meta = {"shard": sid, "digest": _result_digest(plan, sid, tmpl), "files": metas}
         storage.write_bytes(work, scan.result_key(sid), scan.write_result(meta, arrays))
+
+
+def save_layout(
+    spec: Any,
+    plan: catalog.Plan,
+    tmpl: template.Template,
+    shard_files: dict[str, list[catalog.PlannedFile]],
+    steps: list[int],
+) -> None:
+    """The layout `vcube init` would learn from the layout shards (every file `steps` long)."""
+    dims = spec.cube.dim_names
+    files = [(pf.key, pf.pos, steps) for sid in plan.layout_shards for pf in shard_files[sid]]
+    tmpl.layout = catalog.build_layout(plan, dims, dims.index(spec.cube.commit_by), files)
+    catalog.save_layout(spec, tmpl.layout)
 
 
 def _result_digest(plan: catalog.Plan, sid: str, tmpl: template.Template) -> str:
@@ -130,7 +145,7 @@ def build(
     real = []
     for pf in real_planned:
         with scan.open_h5(src, pf.key) as f:
-            real.append((pf, scan.scan_file(f, pf.key, tmpl, path_dims)))
+            real.append((pf, scan.scan_file(f, pf.key, tmpl, path_dims, spec.cube.dim_names)))
     t0 = time.perf_counter()
     listing = synthetic_listing(
         polygons, months, real_planned[0].size, datetime(2026, 1, 1, tzinfo=UTC)
@@ -141,6 +156,7 @@ def build(
     storage.write_bytes(work, catalog.PLAN_KEY, plan.to_json())
     plan_s = time.perf_counter() - t0
     template.save_template(spec, tmpl)
+    save_layout(spec, plan, tmpl, shard_files, real[0][1].steps)
     t0 = time.perf_counter()
     cube.init_cube(spec, plan, tmpl, real_planned[0])
     init_s = time.perf_counter() - t0

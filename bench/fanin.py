@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 
 from bench import common
-from bench.commit_scale import synthetic_listing, write_shard_results
+from bench.commit_scale import save_layout, synthetic_listing, write_shard_results
 from bench.scan_s3 import round_trips
 from tests.support.faultproxy import FaultProxy, RequestRecord
 from tests.support.s3server import AWS_ENV_TO_CLEAR, REGION, S3Server, dummy_aws_env
@@ -102,7 +102,7 @@ def prepare(
     real = []
     for pf in real_planned:
         with scan.open_h5(src, pf.key) as f:
-            real.append((pf, scan.scan_file(f, pf.key, tmpl, set())))
+            real.append((pf, scan.scan_file(f, pf.key, tmpl, set(), direct.cube.dim_names)))
     listing = synthetic_listing(
         groups, files // 4, real_planned[0].size, datetime(2026, 1, 1, tzinfo=UTC)
     )
@@ -112,6 +112,7 @@ def prepare(
 
     storage.write_bytes(work, catalog.PLAN_KEY, plan.to_json())
     template.save_template(direct, tmpl)
+    save_layout(direct, plan, tmpl, shard_files, real[0][1].steps)
     t0 = time.perf_counter()
 
     def one(sid: str) -> None:

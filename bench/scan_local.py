@@ -46,7 +46,7 @@ def make_methods(spec: Any, tmpl: Any) -> dict[str, Any]:
 
     def vcube_scan(key: str) -> None:
         with scan.open_h5(src, key) as f:
-            scan.scan_file(f, key, tmpl, path_dims)
+            scan.scan_file(f, key, tmpl, path_dims, spec.cube.dim_names)
 
     def virtualizarr(key: str) -> None:
         vds = open_virtual_dataset(
@@ -81,7 +81,7 @@ def profile_vcube(spec: Any, tmpl: Any, keys: list[str], out: Path) -> None:
     for _ in range(3):
         for key in keys:
             with scan.open_h5(src, key) as f:
-                scan.scan_file(f, key, tmpl, path_dims)
+                scan.scan_file(f, key, tmpl, path_dims, spec.cube.dim_names)
     prof.stop()
     out.write_text(prof.output_text(unicode=False, color=False, show_all=False))
 

@@ -74,7 +74,7 @@ def _prefetched_scan(
     for rf, pf in zip(Prefetcher(src, items, depth=depth), files, strict=True):
         opened = rf.requests
         with rf, h5py.File(rf, "r") as f:
-            scan.scan_file(f, pf.key, tmpl, path_dims)
+            scan.scan_file(f, pf.key, tmpl, path_dims, spec.cube.dim_names)
         misses.append(rf.requests - opened)  # each miss is one more round trip for this file
         n += 1
     return n, misses

@@ -179,10 +179,11 @@ def scan_file(
     key: str,
     template: Template,
     skip_values: set[str],
-    concat: list[str] | None = None,
+    concat: list[str],
 ) -> FileScan:
     """Check one open file against the template; return its chunk refs, inline values and
-    steps. Files may differ from the template in their length along the concat dims only."""
+    steps along the `concat` dims (outermost first). Files may differ from the template in
+    their length along the concat dims only."""
     refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     values: dict[str, np.ndarray] = {}
     try:
@@ -193,7 +194,6 @@ def scan_file(
     dim_cache: dict[Any, str] = {}
     steps: dict[str, tuple[int, str]] = {}
     converted: dict[str, tuple[VarSchema, tuple[str | None, str]]] = {}
-    concat = list(template.blocks) if concat is None else concat  # outermost first
     for v in template.variables.values():
         try:
             ds = node[v.name]
