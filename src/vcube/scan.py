@@ -315,8 +315,8 @@ def _convert_with(
         return convert_times(values, units, cal, to_units, to_cal)
     except ValueError as e:
         raise ScanError(
-            f"{key}: variable {name}: cannot convert its times from {units!r} ({cal}) to the "
-            f"template's {to_units!r} ({to_cal}): {e}"
+            f"{key}: variable {name}: attribute units {units!r} (calendar {cal}): cannot convert "
+            f"its times to the template's {to_units!r} ({to_cal}): {e}"
         ) from None
 
 

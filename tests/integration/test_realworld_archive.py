@@ -171,3 +171,21 @@ def test_a_group_whose_series_has_other_steps_is_refused(tmp_path: Path) -> None
     assert res.returncode == 1, res.stderr
     assert f"{short.relative_to(tmp_path / 'archive')}: holds 48 steps along 'time'" in res.stderr
     assert _group_snapshots(spec) == ["m00"]
+
+
+def test_times_that_cannot_be_converted_are_refused(tmp_path: Path) -> None:
+    """A file whose times use a unit cftime cannot carry into the template's encoding: named
+    with its variable and attribute, its group not committed."""
+    import netCDF4
+
+    files, raw = write_decadal_archive(tmp_path / "archive", repo=tmp_path / "c")
+    bad = files["m01"][1]
+    with netCDF4.Dataset(bad, "a") as ds:
+        ds["time"].units = "months since 1860-01-01"  # months: only for the 360_day calendar
+    path, spec = write_spec(tmp_path / "spec.yaml", raw)
+    res = _run_cli(path)
+    assert res.returncode == 1, res.stderr
+    name = str(bad.relative_to(tmp_path / "archive"))
+    assert f"{name}: variable time: attribute units 'months since 1860-01-01'" in res.stderr
+    assert "cannot convert its times" in res.stderr
+    assert "m01" not in _group_snapshots(spec)
