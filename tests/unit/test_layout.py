@@ -66,3 +66,17 @@ def test_layout_round_trips_through_json() -> None:
     layout, _ = _layout({(0, 0): 3})
     again = Layout.from_json(layout.to_json())
     assert again == layout and again.digest == layout.digest
+
+
+def test_a_place_the_first_group_lacks_is_learnt_from_another_group() -> None:
+    from tests.unit.test_catalog import _key
+
+    plan, shard_files = build_plan(SPEC, _listing(drop=[_key(0, 4, 2)]), allow_missing=True)
+    assert plan.layout_shards == [*plan.groups["000"], "001-04"]
+    files = [
+        (pf.key, pf.pos, [1, 1, 7 if pf.pos[1:] == (1, 2) else 1])
+        for sid in plan.layout_shards
+        for pf in shard_files[sid]
+    ]
+    layout = build_layout(plan, DIMS, 0, files)
+    assert layout.place(2, (0, 1, 2)) == (2, 7)  # learnt from polygon 001's file
