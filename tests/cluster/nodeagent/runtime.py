@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,8 @@ class ContainerRun:
     sent_kill: bool = False
     term_log: Path | None = None
     log_path: Path | None = None
+    exited: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def name(self) -> str:
@@ -103,17 +105,32 @@ class ContainerRun:
         return int(kids[0]) if kids else None
 
     def signal(self, sig: int) -> None:
-        """Signal PID 1 of the container; SIGKILL also hits the unshare parent."""
-        if not self.running or self.proc is None:
-            return
-        if sig == signal.SIGKILL:
-            self.sent_kill = True
-        target = self.ns_init_pid()
-        for pid in ([target] if target else []) + (
-            [self.proc.pid] if sig == signal.SIGKILL or not target else []
-        ):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
+        """Signal PID 1 of the container; SIGKILL also hits the unshare parent.
+
+        Never after the unshare process has exited: its PID (and soon its child's) may belong
+        to an unrelated process by then. The reaper marks the exit while the zombie still holds
+        the PID (see wait_exit).
+        """
+        with self.lock:
+            if self.exited or self.proc is None:
+                return
+            if sig == signal.SIGKILL:
+                self.sent_kill = True
+            target = self.ns_init_pid()
+            for pid in ([target] if target else []) + (
+                [self.proc.pid] if sig == signal.SIGKILL or not target else []
+            ):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+
+    def wait_exit(self) -> int:
+        """Wait for the unshare process; mark it exited before reaping it (frees its PID)."""
+        assert self.proc is not None
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+        with self.lock:
+            self.exited = True
+        return self.proc.wait()
 
     def status(self, pod_image_default: str = "") -> dict[str, Any]:
         """This container's entry in (init)containerStatuses."""
@@ -566,8 +583,7 @@ class PodWorker(threading.Thread):
         return path
 
     def _reap(self, run: ContainerRun) -> None:
-        assert run.proc is not None
-        rc = run.proc.wait()
+        rc = run.wait_exit()
         code = 128 - rc if rc < 0 else rc
         if run.sent_kill and rc == 1:
             code = 137  # util-linux unshare cannot re-raise SIGKILL and exits 1 instead
