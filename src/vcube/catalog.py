@@ -315,9 +315,14 @@ class Layout:
     steps: list[dict[str, list[int]]]
     keys: list[dict[str, list[str]]]
     plan: str = ""  # digest of the plan it was learnt for
+    _starts: dict[tuple[int, str], list[int]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+        raw = asdict(self)
+        raw.pop("_starts")
+        return json.dumps(raw, indent=1, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Layout:
@@ -336,8 +341,12 @@ class Layout:
         """(first step, number of steps) of the file at `pos` along concat dim i."""
         if i == self.commit_dim:
             return pos[i] * self.commit_steps, self.commit_steps
-        lengths = self.steps[i][self.series(i, pos)]
-        return sum(lengths[: pos[i]]), lengths[pos[i]]
+        series = self.series(i, pos)
+        starts = self._starts.get((i, series))
+        if starts is None:
+            lengths = self.steps[i][series]
+            starts = self._starts[(i, series)] = [sum(lengths[:r]) for r in range(len(lengths))]
+        return starts[pos[i]], self.steps[i][series][pos[i]]
 
     def places(self, pos: tuple[int, ...] | list[int]) -> dict[str, tuple[int, int]]:
         return {d: self.place(i, pos) for i, d in enumerate(self.dims)}

@@ -213,6 +213,14 @@ class RefPlacer:
         self.file_axis = {d: j for j, d in enumerate(v.file_dims)}
         self.split = v.fingerprint["chunks"] is None and self.chunks != list(v.file_shape)
         self.chunk_bytes = math.prod(self.chunks) * np.dtype(v.fingerprint["dtype"]).itemsize
+        self.base_terms = [(d, self.by_dim.get(d, 1)) for d in v.dims]
+        # A file is one chunk when every dim fits in one: decided per file along concat dims.
+        self.concat_chunks = [(d, c) for d, c in self.by_dim.items() if d in layout.dims]
+        self.one_chunk = v.fingerprint["chunks"] is None or all(
+            c >= s
+            for d, s, c in zip(v.file_dims, v.file_shape, self.chunks, strict=True)
+            if d not in layout.dims
+        )
 
     def file_shape(self, places: dict[str, tuple[int, int]]) -> list[int]:
         return [
@@ -228,7 +236,16 @@ class RefPlacer:
         lengths: np.ndarray,
     ) -> Iterator[tuple[list[int], int, int]]:
         """(cube chunk index, byte offset, length) of every stored chunk of the file."""
-        base = [places[d][0] // self.by_dim.get(d, 1) if d in places else 0 for d in self.v.dims]
+        base = [places[d][0] // c if d in places else 0 for d, c in self.base_terms]
+        if (
+            not self.split
+            and self.one_chunk
+            and all(places[d][1] <= c for d, c in self.concat_chunks)
+        ):
+            n = int(lengths.reshape(-1)[0])  # one chunk per file: the common case, kept cheap
+            if n:
+                yield base, int(offsets.reshape(-1)[0]), n
+            return
         shape = self.file_shape(places)
         if self.split:
             off, length = int(offsets.reshape(-1)[0]), int(lengths.reshape(-1)[0])
@@ -243,10 +260,7 @@ class RefPlacer:
             for k, sub in enumerate(np.ndindex(*grid)):
                 yield self._index(base, sub), off + k * self.chunk_bytes, self.chunk_bytes
             return
-        if self.v.fingerprint["chunks"] is None:
-            grid = [1] * len(shape)
-        else:
-            grid = [-(-s // c) for s, c in zip(shape, self.chunks, strict=True)]
+        grid = [-(-s // c) for s, c in zip(shape, self.chunks, strict=True)]
         region = tuple(slice(0, n) for n in grid)
         offs = offsets[region].reshape(-1).tolist()
         lens = lengths[region].reshape(-1).tolist()
