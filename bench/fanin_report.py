@@ -62,6 +62,13 @@ def _loop_stats(commits: list[dict[str, Any]], k: int = 50) -> dict[str, float]:
         "first_req": statistics.median(c.get("requests", 0) for c in first),
         "last_req": statistics.median(c.get("requests", 0) for c in last),
         "k": len(first),
+        "first_group": ok[0]["group"],
+        "wall_tenths": [
+            statistics.median(c["wall_s"] for c in ok[i * len(ok) // 10 : (i + 1) * len(ok) // 10])
+            for i in range(10)
+        ],
+        "last_group": ok[-1]["group"],
+        "cpu_slope": statistics.linear_regression(range(len(ok)), [c["cpu_s"] for c in ok]).slope,
     }
 
 
@@ -165,12 +172,17 @@ def section(results: Path) -> list[str]:
                 ]
             if rts:
                 cpu = statistics.median(c["cpu_s"] for c in loop)
+                cpu_from = "in the long-lived process of that run"
+                if run1 and run1.get("cost", {}).get("one_process"):
+                    hist = run1["cost"]["one_process"]["commits"]
+                    cpu = statistics.mean(c["cpu_s"] for c in hist)
+                    cpu_from = f"mean over the {len(hist)}-commit history below"
                 per = statistics.median(rts) * rt["latency_s"] + cpu
                 out += [
                     "",
                     f"**Model of the fan-in with one committer** (design a), every request at "
-                    f"{rt['latency_s'] * 1000:.0f} ms, no server time, CPU as measured in the "
-                    f"long-lived process ({cpu:.2f} s): 690 x ({statistics.median(rts):.0f} x "
+                    f"{rt['latency_s'] * 1000:.0f} ms, no server time, CPU per commit "
+                    f"{cpu:.2f} s ({cpu_from}): 690 x ({statistics.median(rts):.0f} x "
                     f"{rt['latency_s'] * 1000:.0f} ms + {cpu:.2f} s) = "
                     f"{690 * per / 60:.0f} min of commit work, which overlaps the scan fan-out "
                     "(groups are committed as they complete). Assumption: S3's latency per "
@@ -184,8 +196,9 @@ def section(results: Path) -> list[str]:
             "### Commit cost as the history grows, one long-lived committer (design a)",
             "",
             f"`{run1['command']}` (code {run1['code']}, `fanin-run1.json`): {ls['n']} commits "
-            "in ONE process through the 20 ms proxy, groups 11 to 680 of a fresh repo. Medians of "
-            f"the first and last {ls['k']}:",
+            f"in ONE process through the 20 ms proxy, groups {ls['first_group']} to "
+            f"{ls['last_group']}, after the first {run1['cost']['edge']} of a fresh repo. Medians "
+            f"of the first and last {ls['k']}:",
             "",
             "| | first | last | last / first |",
             "|---|---|---|---|",
@@ -195,6 +208,15 @@ def section(results: Path) -> list[str]:
             f"| {ls['last_cpu'] / ls['first_cpu']:.2f} |",
             f"| S3 requests per commit | {ls['first_req']:.0f} | {ls['last_req']:.0f} "
             f"| {ls['last_req'] / max(ls['first_req'], 1):.2f} |",
+            "",
+            f"CPU per commit grows by {ls['cpu_slope'] * 100:.3f} s per 100 commits (least "
+            "squares) while the requests stay the same: the snapshot, which lists every "
+            "group's manifests, is read and rewritten by each commit, so the likely cause is "
+            "its size (not profiled). Wall per commit also moves with the machine's load: "
+            f"medians of tenths of the run between {min(ls['wall_tenths']):.1f} and "
+            f"{max(ls['wall_tenths']):.1f} s, in the order "
+            + ", ".join(f"{x:.1f}" for x in ls["wall_tenths"])
+            + ".",
             "",
             f"690 commits at the last median: {690 * ls['last_wall'] / 60:.0f} min of committer "
             f"wall on this loaded machine, {690 * ls['last_cpu'] / 60:.1f} min of CPU. A pod per "
