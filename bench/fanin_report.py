@@ -50,7 +50,7 @@ def _cost_rows(label: str, s: dict[str, Any], rss: bool) -> list[str]:
     ]
 
 
-def _loop_stats(commits: list[dict[str, Any]], k: int = 50) -> dict[str, float]:
+def _loop_stats(commits: list[dict[str, Any]], k: int = 50) -> dict[str, Any]:
     ok = [c for c in commits if c.get("error") is None]
     first, last = ok[:k], ok[-k:]
     return {
