@@ -291,6 +291,10 @@ class Agent:
                 STRATEGIC,
             )
         except ApiError as exc:
+            if exc.status == 404:  # deleted meanwhile
+                with self._lock:
+                    self.pending.pop(meta["uid"], None)
+                return
             log.warning("marking %s unschedulable: %s", _name(pod), exc)
             return
         log.info("pod %s is unschedulable: %s", _name(pod), message)
