@@ -6,10 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 SPEC ?= datasets/sample.yaml
 
-.PHONY: help setup run test lint format render bench image lock submit clean
+.PHONY: help setup run test lint format render bench image lock submit clean cluster-build cluster-up cluster-down
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-13s %s\n", $$1, $$2}'
 
 # The stamp is written last: a venv left half-made by an interrupted run is made again.
 $(VENV)/.created:
@@ -72,5 +72,15 @@ submit: $(VENV)/.workflows ## Submit a build: SPEC=datasets/oae-atlas.yaml [GROU
 	$(BIN)/python -m workflows.submit $(SPEC) --groups "$(GROUPS)" \
 	  $(if $(PARALLELISM),--parallelism $(PARALLELISM)) $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
 
-clean: ## Remove build outputs (not the venv)
+cluster-build: ## Build etcd, kube-apiserver/-controller-manager, Argo from source (cached in ~/.cache)
+	scripts/build-cluster.sh
+
+cluster-up: $(VENV)/.dev ## Start a local Kubernetes + real Argo on 127.0.0.1 [S3_ENDPOINT=http://...]
+	$(BIN)/python -m tests.cluster.controlplane up $(if $(S3_ENDPOINT),--s3-endpoint $(S3_ENDPOINT))
+
+cluster-down: $(VENV)/.dev ## Stop the local cluster (idempotent)
+	$(BIN)/python -m tests.cluster.controlplane down
+
+clean: ## Remove build outputs (not the venv; stops a local cluster first)
+	@[ ! -x $(BIN)/python ] || $(BIN)/python -m tests.cluster.controlplane down
 	rm -rf build
