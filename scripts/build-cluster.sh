@@ -50,10 +50,35 @@ xflags() {
   esac
 }
 
+# Argo's git tree has workflow/executor/osspecific/signal_linux.go as a symlink to
+# signal_darwin.go; module zips drop symlinks, so the module the proxy serves lacks it and argoexec
+# does not build for Linux ("undefined: Setpgid"). Go refuses build overlays inside the module
+# cache, so argo is built from a copy of the downloaded module (in the cache dir, never in the
+# repo) with the link put back, through a temporary go.mod that `replace`s the module by it.
+# Prints the extra `go build` flags.
+argo_source() {
+  [[ "$1" == argo ]] || return 0
+  local mod=github.com/argoproj/argo-workflows/v4 dir v src
+  dir="$(cd "$godir/argo" && go mod download -json "$mod" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
+  v="$(basename "$dir")"
+  src="$cache/src/$v"
+  if [[ ! -d "$src" ]]; then
+    rm -rf "$src.tmp"
+    mkdir -p "$cache/src"
+    cp -r "$dir" "$src.tmp"
+    chmod -R u+w "$src.tmp"
+    ln -sf signal_darwin.go "$src.tmp/workflow/executor/osspecific/signal_linux.go"
+    mv "$src.tmp" "$src"
+  fi
+  cp "$godir/argo/go.mod" "$godir/argo/go.sum" "$2/"
+  echo "replace $mod => $src" >>"$2/go.mod"
+  echo "-modfile=$2/go.mod"
+}
+
 bindir() {
   local c="$1" h
   h="$(cat "$godir/$c/go.mod" "$godir/$c/go.sum" \
-    <(echo "${packages[$c]} $ldflags $(xflags "$c") -trimpath") | sha256sum | cut -c1-16)"
+    <(echo "${packages[$c]} $ldflags $(xflags "$c") -trimpath argo-source:signal_linux.go") | sha256sum | cut -c1-16)"
   echo "$cache/$c-$h/bin"
 }
 
@@ -88,9 +113,9 @@ for c in "${order[@]}"; do
   log="$cache/logs/$c.log"
   echo "building $c ($(go version | cut -d' ' -f3); log: $log) ..." >&2
   start=$SECONDS
-  # shellcheck disable=SC2086  # the package list is meant to split
-  if ! (cd "$godir/$c" && go build -trimpath -ldflags="$ldflags $(xflags "$c")" -o "$tmp/bin/" ${packages[$c]}) \
-    >"$log" 2>&1; then
+  # shellcheck disable=SC2086  # the package list and the modfile flag are meant to split
+  if ! (cd "$godir/$c" && go build -trimpath -ldflags="$ldflags $(xflags "$c")" \
+    $(argo_source "$c" "$tmp") -o "$tmp/bin/" ${packages[$c]}) >"$log" 2>&1; then
     tail -n 30 "$log" >&2
     echo "error: building $c failed (full log: $log)" >&2
     rm -rf "$tmp"
@@ -100,7 +125,7 @@ for c in "${order[@]}"; do
   if [[ "$c" == etcd ]]; then
     for n in server v3; do [[ ! -f "$tmp/bin/$n" ]] || mv "$tmp/bin/$n" "$tmp/bin/etcd"; done
   fi
-  rm -rf "$(dirname "$d")"
+  rm -rf "$(dirname "$d")" "$tmp/go.mod" "$tmp/go.sum"
   mv "$tmp" "$(dirname "$d")"
   echo "built $c in $((SECONDS - start)) s" >&2
   echo "$c=$d"

@@ -62,7 +62,9 @@ EXECUTOR_IMAGE = "quay.io/argoproj/argoexec:v4.1.2"
 LEADER_IDENTITY = "workflow-controller-local"
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"  # the first address of SERVICE_CIDR: the `kubernetes` Service
-DEFAULT_SPEC = "/app/datasets/sample.yaml"
+# The templates' default spec: the sample, at its path on this machine (pods run here; their
+# working directory is the repo root, as the image's is /app, so its relative paths resolve).
+DEFAULT_SPEC = str(REPO_ROOT / "datasets" / "sample.yaml")
 # Dummy credentials for the local S3 server only (see tests/support/s3server.py).
 S3_DUMMY_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 # The rest of a pod's AWS environment: no metadata service, no profile files.
@@ -343,7 +345,10 @@ def _pid_alive(pid: int, cmdline_expected: str) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
     except OSError:
         return False
-    return stat[0] != "Z" and cmdline.strip() == cmdline_expected.strip()
+    if stat[0] == "Z":
+        return False
+    # An empty command line: the process is just exec'ing (its memory is being set up).
+    return not cmdline or cmdline.strip() == cmdline_expected.strip()
 
 
 def _read_pid(layout: Layout, name: str) -> tuple[int, str] | None:
@@ -790,7 +795,8 @@ def up(
         )
         components.append("apiserver")
         save()
-        write_kubeconfig(layout.kubeconfig, server, pki, "admin", "default")
+        # Context namespace vcube: `make submit`, `vcube status` and kubectl default to it.
+        write_kubeconfig(layout.kubeconfig, server, pki, "admin", "vcube")
         write_kubeconfig(
             layout.root / "controller-manager.kubeconfig",
             server,
@@ -934,6 +940,8 @@ def up(
                     str(pod_env),
                     "--kubelet-port",
                     str(free_port()),
+                    "--default-workdir",
+                    str(REPO_ROOT),
                 ],
             )
             components.append("nodeagent")
