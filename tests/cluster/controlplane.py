@@ -857,7 +857,7 @@ def up(
             layout,
             "wait",
             "--for=condition=Established",
-            "--timeout=120s",
+            "--timeout=300s",
             # argoproj.io_<plural>.yaml holds crd/<plural>.argoproj.io (parsing 2.8 MB of YAML
             # per file in Python would take longer than the API server).
             *[f"crd/{p.stem.split('_', 1)[1]}.argoproj.io" for p in crds],
