@@ -401,8 +401,11 @@ def stop(layout: Layout, name: str, grace: float = 15.0) -> bool:
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and _pid_alive(*entry):
         time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    # Only a process still running is killed: once it has exited its pid (and so the group id)
+    # may already belong to another session on this machine.
+    if _pid_alive(*entry):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
     return True
 
 
