@@ -274,3 +274,13 @@ def test_cluster_kubeconfig_is_admin(cluster: Cluster) -> None:
     )
     orgs = [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)]
     assert orgs == ["system:masters"]
+
+
+def test_up_again_reuses_the_running_cluster(cluster: Cluster) -> None:
+    """`make cluster-up` on a healthy cluster with the same options changes nothing."""
+    before = json.loads(cluster.layout.info.read_text())
+    t0 = time.monotonic()
+    env = controlplane.up(s3_endpoint=cluster.s3.endpoint, layout=cluster.layout)
+    assert time.monotonic() - t0 < 10
+    assert env["KUBECONFIG"] == str(cluster.kubeconfig)
+    assert json.loads(cluster.layout.info.read_text()) == before
