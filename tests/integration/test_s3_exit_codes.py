@@ -108,35 +108,40 @@ def test_a_file_that_is_not_hdf5_is_the_datas_fault_exit_1(
     archive = s3_server.create_bucket("exit-codes-bad")
     src = s3_server.boto3_client()
     keys = s3_server.list_keys(s3_archive, "data/")
+    # The last file: its group is not one of the layout shards that init scans.
+    broken = keys[-1]
     for key in keys:
         body = src.get_object(Bucket=s3_archive, Key=key)["Body"].read()
-        if key == keys[0]:
+        if key == broken:
             body = b"this is not an HDF5 file" + body[24:]
         s3_server.put_bytes(archive, key, body)
     cubes = s3_server.create_bucket("exit-codes-bad-cube")
     path, spec = s3_spec(tmp_path / "spec.yaml", s3_server.endpoint, archive, cubes)
-    steps.plan_step(spec)
-    plan = catalog.load_plan(spec)
-    # init reads the template file (the first one): the broken file makes it fail as data.
-    r = subprocess.run([*VCUBE, "init", str(path)], capture_output=True, text=True, check=False)
-    assert r.returncode == 1, r.stderr
-    assert keys[0].removeprefix("data/") in r.stderr
-    # With a healthy template (spec names another file), the broken file's scan fails as data.
+    # A spec whose template is the broken file: init fails as data, naming it.
     raw = spec.model_dump(mode="json", exclude_none=True)
-    raw["cube"]["template"] = keys[1].removeprefix("data/")
-    path2 = tmp_path / "spec2.yaml"
-    path2.write_text(yaml.safe_dump(raw, sort_keys=False))
+    raw["cube"]["template"] = broken.removeprefix("data/")
+    bad_template = tmp_path / "spec-bad-template.yaml"
+    bad_template.write_text(yaml.safe_dump(raw, sort_keys=False))
+    for verb, code in (("plan", 0), ("init", 1)):
+        r = subprocess.run(
+            [*VCUBE, verb, str(bad_template)], capture_output=True, text=True, check=False
+        )
+        assert r.returncode == code, r.stderr
+    assert broken.removeprefix("data/") in r.stderr
+    # With the default (healthy) template, plan and init succeed; the broken file's scan fails
+    # as data.
     for verb in ("plan", "init"):
-        r = subprocess.run([*VCUBE, verb, str(path2)], capture_output=True, text=True, check=False)
+        r = subprocess.run([*VCUBE, verb, str(path)], capture_output=True, text=True, check=False)
         assert r.returncode == 0, r.stderr
-    _, polygon, month, *_ = keys[0].split("/")
+    plan = catalog.load_plan(spec)
+    _, polygon, month, *_ = broken.split("/")
     bad_shard = f"{polygon}-{month}"
     assert bad_shard in plan.shards
     r = subprocess.run(
-        [*VCUBE, "scan", str(path2), "--shard", bad_shard],
+        [*VCUBE, "scan", str(path), "--shard", bad_shard],
         capture_output=True,
         text=True,
         check=False,
     )
     assert r.returncode == 1, r.stderr
-    assert "HDF5" in r.stderr and keys[0].removeprefix("data/") in r.stderr, r.stderr
+    assert "HDF5" in r.stderr and broken.removeprefix("data/") in r.stderr, r.stderr
