@@ -170,6 +170,30 @@ def section(results: Path) -> list[str]:
                     "split per group), written one after another; `(repo)` is Icechunk's "
                     "repository info object, read for the branch history.",
                 ]
+            conc = _load(results / "fanin-manifest-concurrency.json")
+            if conc and conc.get("cost"):
+                cl = conc["cost"].get("one_process", {}).get("commits", [])
+                crt = [c["round_trips"] for c in cl if "round_trips" in c]
+                out += [
+                    "",
+                    "With Icechunk's `ManifestConfig(max_concurrent_manifest_fetches_during_commit"
+                    "=16)` (vcube's repo config since; `"
+                    + conc["command"]
+                    + f"`, code {conc['code']}, `fanin-manifest-concurrency.json`): "
+                    f"{conc['cost']['fresh']['round_trips']['p50']:.0f} sequential round trips "
+                    "per `vcube commit` process"
+                    + (
+                        f", {statistics.median(crt):.0f} per commit in one long-lived process"
+                        if crt
+                        else ""
+                    )
+                    + f" ({conc['cost']['fresh']['requests']['p50']:.0f} requests, peak RSS "
+                    f"{conc['cost']['fresh']['peak_rss_mb']['p50']:.0f} MB). moto's own service "
+                    "time on this loaded machine dominates the wall times here, so they do not "
+                    "show the gain; the round trips are what S3 would make a commit wait for.",
+                ]
+                if crt:
+                    rts = crt  # the model below uses the committed configuration
             if rts:
                 cpu = statistics.median(c["cpu_s"] for c in loop)
                 cpu_from = "in the long-lived process of that run"
