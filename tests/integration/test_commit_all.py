@@ -67,11 +67,19 @@ def _scan_group(spec: DatasetSpec, group: str) -> None:
         steps.scan_step(spec, sid)
 
 
-def _wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
+def _wait_for(
+    pred: Callable[[], bool],
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen[str] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
             return
+        if proc is not None and proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(f"the committer exited {proc.returncode}: {err[-2000:]}")
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
@@ -89,18 +97,25 @@ def test_commits_groups_while_scans_go_on(
         env={**os.environ, "ARGO_PROGRESS_FILE": str(progress)},
     )
     try:
-        _wait_for(progress.exists, 120, "the committer to start")
-        assert progress.read_text() == f"0/{POLYGONS}"
+        _wait_for(progress.exists, 120, "the committer to start", proc)
+        # init scanned the shards it learns the layout from: those groups are complete already.
+        pre = sorted(
+            g for g, e in steps.status_step(spec)["groups"].items() if e["state"] == "waiting"
+        )
+        assert "003" not in pre and "004" not in pre
+        _wait_for(lambda: sorted(_committed(spec)) == pre, 120, f"{pre}", proc)
         # Groups complete out of order; each is committed while the others are not scanned.
+        _scan_group(spec, "004")
+        _wait_for(lambda: sorted(_committed(spec)) == sorted([*pre, "004"]), 120, "004", proc)
+        assert progress.read_text() == f"{len(pre) + 1}/{POLYGONS}"
         _scan_group(spec, "003")
-        _wait_for(lambda: _committed(spec) == ["003"], 120, "003")
-        assert progress.read_text() == f"1/{POLYGONS}"
-        _scan_group(spec, "000")
-        _wait_for(lambda: sorted(_committed(spec)) == ["000", "003"], 120, "000 and 003")
+        done = sorted([*pre, "003", "004"])
+        _wait_for(lambda: sorted(_committed(spec)) == done, 120, "003 and 004", proc)
         assert proc.poll() is None  # still waiting for the rest
-        assert progress.read_text() == f"2/{POLYGONS}"
-        for g in ("001", "002", "004", "005"):
-            _scan_group(spec, g)
+        assert progress.read_text() == f"{len(done)}/{POLYGONS}"
+        for g in GROUPS:
+            if g not in done:
+                _scan_group(spec, g)
         res = subprocess.run(
             [*VCUBE, "scans-done", str(spec_file), "--run-id", "run-1"],
             capture_output=True,
@@ -119,7 +134,8 @@ def test_commits_groups_while_scans_go_on(
     assert progress.read_text() == f"{POLYGONS}/{POLYGONS}"
     commits = _group_commits(spec)
     assert sorted(commits) == GROUPS  # each group exactly once
-    assert commits[-2:] == ["000", "003"]  # newest first: 003 was the first commit, then 000
+    # newest first: the groups init completed, then 004, then 003, then the rest
+    assert commits[-len(pre) - 2 :] == ["003", "004", *sorted(pre, reverse=True)]
     val = steps.validate_step(spec, samples=2)
     assert val["files_checked_for_chunks"] == POLYGONS * 4
     # Nothing left: a second committer has nothing to do and commits nothing.
