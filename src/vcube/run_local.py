@@ -118,6 +118,10 @@ def run_local(
         commit_bar.close()
     if pool is not None:
         pool.shutdown()
+    # init scanned the layout shards (their scan steps then found them done): count them there.
+    by_shard = {s["shard"]: s for s in init_summary["scans"]}
+    for s in scans:
+        by_shard.setdefault(s["shard"], s)
     validation = steps.validate_step(spec, samples=samples, groups=groups)
     say(
         f"validate: ok ({validation['files_compared']} files compared value by value, "
@@ -127,7 +131,8 @@ def run_local(
         "step": "run",
         "files": plan.n_files,
         "groups": len(plan.groups),
-        "scanned_files": sum(s["files"] for s in scans if s.get("changed")),
+        "scanned_files": sum(s["files_scanned"] for s in by_shard.values()),
+        "reused_files": sum(s["files_reused"] for s in by_shard.values()),
         "refs": sum(c.get("refs", 0) for c in commits),
         "commits": sum(1 for c in commits if c.get("changed")) + int(init_summary["changed"]),
         "up_to_date": not todo and not init_summary["changed"],

@@ -373,14 +373,22 @@ def scan_shard(
     digest: str,
     *,
     on_file: Callable[[int, int], None] | None = None,
+    reuse: dict[FileId, FileScan] | None = None,
 ) -> bytes:
-    """Scan every file of a shard; return the serialized result (deterministic bytes)."""
+    """Scan every file of a shard; return the serialized result (deterministic bytes).
+
+    Files found in `reuse` (their scans from an earlier result, same identity and template) are
+    not opened: the result is the same bytes as a scan of every file.
+    """
     src = catalog.source_location(spec)
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     virt = template.virtual_varying()
     inl = [v for v in template.inline_varying() if v.name not in path_dims]
-    n = len(files)
-    scans: list[FileScan] = []
+    reuse = reuse or {}
+    known = {i: reuse[file_id(pf)] for i, pf in enumerate(files) if file_id(pf) in reuse}
+    fresh = [pf for i, pf in enumerate(files) if i not in known]
+    n = len(fresh)
+    scanned: list[FileScan] = []
     # Remote files are opened ahead in the background, each with the blocks the previous walks
     # touched (vcube.remote.Prefetcher): about one round trip per file instead of one per miss.
     readers: Iterator[Any] | None = None
@@ -392,7 +400,7 @@ def scan_shard(
         readers = iter(
             Prefetcher(
                 src,
-                [(pf.key, None) for pf in files],
+                [(pf.key, None) for pf in fresh],
                 depth=8,
                 block_size=16 * 1024,
                 initial_bytes=64 * 1024,
@@ -401,23 +409,28 @@ def scan_shard(
             )
         )
     try:
-        for i, pf in enumerate(files):
-            scans.append(_scan_one(pf, src, readers, template, path_dims, spec.cube.dim_names))
+        for i, pf in enumerate(fresh):
+            scanned.append(_scan_one(pf, src, readers, template, path_dims, spec.cube.dim_names))
             if on_file:
                 on_file(i + 1, n)
     finally:
         if readers is not None:
             readers.close()  # type: ignore[attr-defined]
+    new = iter(scanned)
+    scans = [known[i] if i in known else next(new) for i in range(len(files))]
     offsets = {v.name: _stack([s.refs[v.name][0] for s in scans], np.uint64) for v in virt}
     lengths = {v.name: _stack([s.refs[v.name][1] for s in scans], np.uint64) for v in virt}
     values = {v.name: _stack([s.values[v.name] for s in scans], _value_dtype(v)) for v in inl}
     meta = {
         "shard": shard,
         "digest": digest,
+        "template": template.digest,
+        "format": RESULT_FORMAT,
         "refs": int(sum(np.count_nonzero(a) for a in lengths.values())),
         "files": [
             {
                 "key": p.key,
+                "size": int(p.size),
                 "version": p.version,
                 "last_modified": p.last_modified,
                 "pos": list(p.pos),
@@ -481,6 +494,58 @@ def _scan_one(
                 f"({size} bytes): truncated?"
             )
     return fs
+
+
+FileId = tuple[str, int, str]  # key, size, version (ETag, else last-modified) as planned
+
+
+def file_id(pf: catalog.PlannedFile) -> FileId:
+    """What a file's scan depends on besides the template: a new version is a new file."""
+    return (pf.key, int(pf.size), pf.version)
+
+
+def reusable_scans(data: bytes, template: Template, concat: list[str]) -> dict[FileId, FileScan]:
+    """The per-file scans held in an earlier shard result, if it was made against this template
+    (and result format); else none. Each file's refs and values are cut back out of the
+    shard's padded arrays with its own steps, so they are what scanning it again would give."""
+    try:
+        res = read_result(data)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        return {}  # unreadable: scan everything again
+    meta = res.meta
+    if meta.get("template") != template.digest or meta.get("format") != RESULT_FORMAT:
+        return {}
+    virt = [v.name for v in template.virtual_varying()]
+    inl = [v.name for v in template.inline_varying() if v.name in res.values]
+    if any(v not in res.offsets or v not in res.lengths for v in virt):
+        return {}
+    out: dict[FileId, FileScan] = {}
+    for i, f in enumerate(meta.get("files", [])):
+        if "size" not in f:
+            return {}
+        steps = dict(zip(concat, f["steps"], strict=True))
+        refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        values: dict[str, np.ndarray] = {}
+        for name in virt:
+            v = template.variables[name]
+            cut = _cut(i, file_grid(v, _file_shape(v, steps)))
+            refs[name] = (res.offsets[name][cut].copy(), res.lengths[name][cut].copy())
+        for name in inl:
+            v = template.variables[name]
+            a = np.array(res.values[name][_cut(i, _file_shape(v, steps))])
+            values[name] = a.astype(object) if is_vlen_string(v.fingerprint) else a
+        out[(f["key"], int(f["size"]), f["version"])] = FileScan(refs, values, list(f["steps"]))
+    return out
+
+
+def _cut(i: int, shape: tuple[int, ...]) -> tuple[int | slice, ...]:
+    """File `i`'s part of a shard array padded to its longest file."""
+    return (i, *[slice(0, n) for n in shape])
+
+
+def _file_shape(v: VarSchema, steps: dict[str, int]) -> tuple[int, ...]:
+    """A variable's shape in a file holding `steps` along the concat dims."""
+    return tuple(steps.get(d, n) for d, n in zip(v.file_dims, v.file_shape, strict=True))
 
 
 def write_result(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:

@@ -11,6 +11,7 @@ import json
 import re
 import time
 import traceback
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -82,23 +83,35 @@ def init_step(spec: DatasetSpec) -> dict[str, Any]:
     except template.TemplateError:
         tmpl = template.derive_template(spec, pf.key)
         template.save_template(spec, tmpl)
-    tmpl.layout = learn_layout(spec, plan, tmpl)
+    scans: list[dict[str, Any]] = []
+    tmpl.layout = learn_layout(spec, plan, tmpl, scans)
     summary = cube.init_cube(spec, plan, tmpl, pf)
     summary["template"] = pf.key
     summary["layout_shards"] = len(plan.layout_shards)
+    # The layout shards' scans happen here: their files count as this step's.
+    summary["files_scanned"] = sum(s["files_scanned"] for s in scans)
+    summary["files_reused"] = sum(s["files_reused"] for s in scans)
+    summary["scans"] = scans
     return summary
 
 
-def learn_layout(spec: DatasetSpec, plan: Plan, tmpl: template.Template) -> catalog.Layout:
+def learn_layout(
+    spec: DatasetSpec,
+    plan: Plan,
+    tmpl: template.Template,
+    scans: list[dict[str, Any]] | None = None,
+) -> catalog.Layout:
     """How many steps each file holds, from the scans of the plan's layout shards.
 
     Those shards are scanned here (the scan step then finds them done: no file is read twice),
-    so the arrays can be sized before any group is committed.
+    so the arrays can be sized before any group is committed. Their summaries go to `scans`.
     """
     work = catalog.work_location(spec)
     files = []
     for sid in plan.layout_shards:
-        scan_step(spec, sid)
+        done = scan_step(spec, sid)
+        if scans is not None:
+            scans.append(done)
         meta = scan.read_meta(storage.read_bytes(work, scan.result_key(sid)))
         files += [(f["key"], f["pos"], f["steps"]) for f in meta["files"]]
     dims = spec.cube.dim_names
@@ -109,7 +122,8 @@ def learn_layout(spec: DatasetSpec, plan: Plan, tmpl: template.Template) -> cata
 
 
 def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None) -> dict[str, Any]:
-    """Scan one shard; a shard already scanned with the same inputs is not scanned again."""
+    """Scan one shard; a shard already scanned with the same inputs is not scanned again, and
+    of a shard whose files changed only the new or changed files are read."""
     t0 = time.perf_counter()
     plan = catalog.load_plan(spec)
     if shard not in plan.shards:
@@ -117,22 +131,31 @@ def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None)
     tmpl = template.load_template(spec)
     work = catalog.work_location(spec)
     digest = scan.result_digest(plan.shards[shard]["digest"], tmpl)
+    previous: bytes | None = None
+    old: dict[str, Any] = {}
     try:
-        old = scan.read_meta(storage.read_bytes(work, scan.result_key(shard)))
-        if old.get("digest") == digest:
-            return {
-                "step": "scan",
-                "shard": shard,
-                "changed": False,
-                "files": len(old["files"]),
-                "refs": old["refs"],
-                "seconds": round(time.perf_counter() - t0, 3),
-            }
-    except FileNotFoundError:
-        pass
+        previous = storage.read_bytes(work, scan.result_key(shard))
+        old = scan.read_meta(previous)
+    except (FileNotFoundError, zipfile.BadZipFile, KeyError, ValueError):
+        previous = None  # none, or unreadable: scan every file
+    if previous is not None and old.get("digest") == digest:
+        return {
+            "step": "scan",
+            "shard": shard,
+            "changed": False,
+            "files": len(old["files"]),
+            "files_scanned": 0,
+            "files_reused": len(old["files"]),
+            "refs": old["refs"],
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
     files = catalog.load_shard_files(spec, shard, plan)
+    # Files scanned before against the same template (same key, size and version) are taken
+    # from the shard's previous result: a new month in a series scans only the new file.
+    reuse = scan.reusable_scans(previous, tmpl, spec.cube.dim_names) if previous is not None else {}
+    reused = sum(1 for pf in files if scan.file_id(pf) in reuse)
     try:
-        data = scan.scan_shard(spec, tmpl, shard, files, digest, on_file=on_file)
+        data = scan.scan_shard(spec, tmpl, shard, files, digest, on_file=on_file, reuse=reuse)
     except Exception as e:
         err = {
             "shard": shard,
@@ -150,6 +173,8 @@ def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None)
         "shard": shard,
         "changed": True,
         "files": len(files),
+        "files_scanned": len(files) - reused,
+        "files_reused": reused,
         "refs": scan.read_meta(data)["refs"],
         "bytes": len(data),
         "seconds": round(time.perf_counter() - t0, 3),

@@ -1,0 +1,228 @@
+"""A refresh costs what changed: a new month in every series scans only the new files.
+
+Shard scans reuse the per-file results of the shard's previous result (same key, size and
+version, same template), so the result is the same bytes as a clean scan, each changed group is
+committed once, and the cube equals a clean build of the grown archive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from tests.archives import write_daily_archive
+from tests.conftest import SMALL, write_spec
+from tests.integration.test_s3_build import s3_spec
+from tests.support.faultproxy import FaultProxy
+from tests.support.s3server import S3Server
+from vcube import catalog, cube, scan, steps, storage, template, validate
+from vcube.run_local import run_local
+from vcube.sample import write_sample_archive
+from vcube.spec import DatasetSpec
+
+
+def _tip(spec: DatasetSpec) -> str:
+    return str(cube.open_repo(spec).lookup_branch(spec.target.branch))
+
+
+def _commits_since(spec: DatasetSpec, tip: str) -> list[dict[str, Any]]:
+    """The metadata of the snapshots committed after `tip`, newest first."""
+    out: list[dict[str, Any]] = []
+    for snap in cube.open_repo(spec).ancestry(branch=spec.target.branch):
+        if snap.id == tip:
+            return out
+        out.append(dict(snap.metadata))
+    raise AssertionError(f"{tip} is not in the history of {spec.target.branch}")
+
+
+def _scan_bytes(spec: DatasetSpec) -> dict[str, bytes]:
+    work = catalog.work_location(spec)
+    return {
+        sid: storage.read_bytes(work, scan.result_key(sid))
+        for sid in catalog.load_plan(spec).shards
+    }
+
+
+def _virtual_refs(spec: DatasetSpec) -> dict[str, tuple[str, int, int, int]]:
+    tmpl = template.load_template(spec)
+    names = [v.name for v in tmpl.variables.values() if v.kind == "virtual"]
+    store = cube.open_repo(spec).readonly_session(spec.target.branch).store
+    return validate.cube_refs(store, names)
+
+
+def test_one_new_month_everywhere_scans_only_the_new_files(tmp_path: Path, make_spec) -> None:
+    """Done-when 2 of issue 10 on the embedded executor."""
+    root = tmp_path / "archive"
+    write_sample_archive(root, **{**SMALL, "months": 2})
+    _, spec = make_spec(root)
+    first = run_local(spec, workers=2, progress=False)
+    assert (first["scanned_files"], first["reused_files"]) == (8, 0)
+    tip = _tip(spec)
+
+    write_sample_archive(root, **SMALL)  # 3 months: one new file in each of the 4 series
+    t0 = time.perf_counter()
+    refresh = run_local(spec, workers=2, progress=False, samples=12)
+    refresh_s = time.perf_counter() - t0
+    # Only the 4 new files were opened; the 8 others came from the shards' previous results.
+    assert (refresh["scanned_files"], refresh["reused_files"]) == (4, 8)
+    kinds = [m.get("vcube") for m in _commits_since(spec, tip)]
+    groups = sorted(m["group"] for m in _commits_since(spec, tip) if m.get("vcube") == "group")
+    assert groups == ["000", "001"], "each group committed exactly once"
+    assert kinds.count("group") == 2 and len(kinds) == 3  # + init growing elapsed_time
+
+    _, clean = make_spec(root, name="clean")
+    t0 = time.perf_counter()
+    full = run_local(clean, workers=2, progress=False, samples=12)
+    clean_s = time.perf_counter() - t0
+    assert (full["scanned_files"], full["reused_files"]) == (12, 0)
+    print(f"refresh {refresh_s:.2f} s (4 files scanned), clean build {clean_s:.2f} s (12)")
+
+    with (
+        validate.open_cube(spec, decode_times=False) as a,
+        validate.open_cube(clean, decode_times=False) as b,
+    ):
+        assert a.sizes["elapsed_time"] == 3
+        xr.testing.assert_identical(a.load(), b.load())
+    refs = _virtual_refs(spec)
+    assert refs and refs == _virtual_refs(clean)
+    # The spec digests are equal (the target is not part of them): so are the scan results.
+    assert spec.digest() == clean.digest()
+    assert _scan_bytes(spec) == _scan_bytes(clean)
+
+
+def test_reused_scans_are_the_bytes_of_a_clean_scan(tmp_path: Path) -> None:
+    """Files of different lengths (leap years: the shard's arrays are padded to the longest),
+    per-file time units, a contiguous variable and variable-length strings: a shard made of
+    reused and new per-file scans is byte for byte a scan of all its files; a replaced file is
+    scanned again."""
+    root = tmp_path / "archive"
+    # 2004 holds 366 days: the first results pad 2003's 365 to it, and 2003 is reused from there.
+    _, raw = write_daily_archive(root, years=(2003, 2004), chunk=1, repo=tmp_path / "cube")
+    _, spec = write_spec(tmp_path / "spec.yaml", raw)
+    run_local(spec, workers=1, progress=False, samples=1)
+    write_daily_archive(root, years=(2005, 2006), chunk=1, repo=tmp_path / "cube")
+    # Another version of one old file (same bytes, new mtime): it is scanned again.
+    replaced = sorted(root.rglob("*2003*.nc"))[1]
+    os.utime(replaced, (replaced.stat().st_atime, replaced.stat().st_mtime + 10))
+    steps.plan_step(spec)
+    init = steps.init_step(spec)  # scans the layout shard (with reuse) to learn the lengths
+    plan = catalog.load_plan(spec)
+    assert init["files_scanned"] == 2 and plan.layout_shards == ["m00"]
+    summaries = init["scans"] + [
+        steps.scan_step(spec, sid) for sid in plan.shards if sid not in plan.layout_shards
+    ]
+    scanned = sum(s["files_scanned"] for s in summaries)
+    reused = sum(s["files_reused"] for s in summaries)
+    assert plan.n_files == 8 and (scanned, reused) == (5, 3)  # 2 new per member + the replaced
+    reusing = _scan_bytes(spec)
+    work = catalog.work_location(spec)
+    for sid in plan.shards:
+        storage.delete(work, scan.result_key(sid))
+    clean = [steps.scan_step(spec, sid) for sid in plan.shards]
+    assert sum(s["files_scanned"] for s in clean) == 8
+    assert _scan_bytes(spec) == reusing
+    res = scan.read_result(next(iter(reusing.values())))
+    lengths = [f["steps"][-1] for f in res.meta["files"]]
+    assert sorted(set(lengths)) == [365, 366]  # the padding case is exercised
+    assert res.values["label"].dtype.kind == "U"
+
+
+def test_reuse_needs_the_same_template(tmp_path: Path, sample_archive: Path, make_spec) -> None:
+    """A result made against another template is not reused (every file is scanned again)."""
+    _, spec = make_spec(sample_archive)
+    steps.plan_step(spec)
+    steps.init_step(spec)
+    plan = catalog.load_plan(spec)
+    sid = next(s for s in plan.shards if s not in plan.layout_shards)
+    steps.scan_step(spec, sid)
+    work = catalog.work_location(spec)
+    data = storage.read_bytes(work, scan.result_key(sid))
+    tmpl = template.load_template(spec)
+    assert len(scan.reusable_scans(data, tmpl, spec.cube.dim_names)) == plan.shards[sid]["files"]
+    other = template.load_template(spec)
+    other.variables.pop(next(v.name for v in other.virtual_varying()))
+    assert other.digest != tmpl.digest
+    assert scan.reusable_scans(data, other, spec.cube.dim_names) == {}
+    assert scan.reusable_scans(b"not a zip", tmpl, spec.cube.dim_names) == {}
+
+
+def test_scan_step_reports_files_scanned_as_outputs(tmp_path: Path, make_spec) -> None:
+    """The counts are Argo output parameters of the scan pods (one file per scalar)."""
+    root = tmp_path / "archive"
+    write_sample_archive(root, **{**SMALL, "months": 2})
+    path, spec = make_spec(root)
+    run_local(spec, workers=1, progress=False, samples=1)
+    write_sample_archive(root, **SMALL)
+    vcube = [sys.executable, "-m", "vcube.cli"]
+    for verb in (["plan"], ["init"]):
+        subprocess.run([*vcube, *verb, str(path)], check=True, capture_output=True)
+    plan = catalog.load_plan(spec)
+    sid = next(s for s in plan.shards if s not in plan.layout_shards)  # init scanned those
+    out = tmp_path / "outputs"
+    r = subprocess.run(
+        [*vcube, "scan", str(path), "--shard", sid, "--outputs-dir", str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    summary = json.loads(r.stdout)
+    assert (summary["files_scanned"], summary["files_reused"]) == (1, 2)
+    assert (out / "files_scanned").read_text().strip() == "1"
+    assert (out / "files_reused").read_text().strip() == "2"
+    assert summary["files"] == 3
+
+
+def test_refresh_over_s3_reads_only_the_new_files(
+    s3_server: S3Server, tmp_path: Path, aws_test_env: dict[str, str]
+) -> None:
+    """The same on the local S3 server (ETags as versions): the scans of the refresh GET only
+    the new objects, and the result equals a clean build in another bucket."""
+    local = tmp_path / "archive"
+    write_sample_archive(local, **{**SMALL, "months": 2})
+    archive = s3_server.create_bucket("refresh-archive")
+    s3_server.upload_dir(local, archive, "data")
+    with FaultProxy("127.0.0.1", s3_server.port) as fp:
+        _, spec = s3_spec(
+            tmp_path / "a.yaml", fp.endpoint, archive, s3_server.create_bucket("refresh-a")
+        )
+        assert run_local(spec, workers=1, progress=False, samples=1)["scanned_files"] == 8
+        tip = _tip(spec)
+        new = [str(p.relative_to(local)) for p in write_sample_archive(local, **SMALL)]
+        new = [k for k in new if k.endswith("-03.nc")]
+        assert len(new) == 4
+        s3_server.upload_dir(local, archive, "data")  # same bytes again for the old files
+        start = fp.stats.requests
+        steps.plan_step(spec)
+        init = steps.init_step(spec)
+        plan = catalog.load_plan(spec)
+        scans = [steps.scan_step(spec, s) for s in plan.shards if s not in plan.layout_shards]
+        assert init["files_scanned"] + sum(s["files_scanned"] for s in scans) == 4
+        got = {
+            r.target.split("?")[0].split(f"/{archive}/data/", 1)[1]
+            for r in fp.stats.records[start:]
+            if r.method == "GET" and f"/{archive}/data/" in r.target.split("?")[0]
+        }
+        assert sorted(got) == sorted(new), "only the new objects are read"
+        steps.commit_all_step(spec)
+        steps.validate_step(spec, samples=2)
+        groups = [m["group"] for m in _commits_since(spec, tip) if m.get("vcube") == "group"]
+        assert sorted(groups) == ["000", "001"]
+
+        _, clean = s3_spec(
+            tmp_path / "b.yaml", fp.endpoint, archive, s3_server.create_bucket("refresh-b")
+        )
+        assert run_local(clean, workers=1, progress=False, samples=1)["scanned_files"] == 12
+        with (
+            validate.open_cube(spec, decode_times=False) as a,
+            validate.open_cube(clean, decode_times=False) as b,
+        ):
+            xr.testing.assert_identical(a.load(), b.load())
+        assert _virtual_refs(spec) == _virtual_refs(clean)
+        assert _scan_bytes(spec) == _scan_bytes(clean)
