@@ -1,0 +1,386 @@
+"""The rendered templates on the real Argo controller (issue 9, "Done when" 1-8).
+
+Everything runs through the local control plane of tests/cluster (real kube-apiserver, RBAC,
+kube-controller-manager, Argo v4.0.5 workflow-controller and argoexec; pods run by the node
+agent), with the archive and the cubes on the cluster's S3 server. Builds are submitted the way
+`make submit` does it (Kubernetes API) and read back from the Workflow objects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from tests.cluster.argo_helpers import (
+    DISPLAY_NAME_RE,
+    REPO,
+    Case,
+    attempts,
+    children,
+    get,
+    local_spec,
+    make_case,
+    nodes,
+    sample_archive,
+    submit,
+    vcube,
+    wait_done,
+    wait_for,
+)
+from tests.support.faultproxy import FaultProxy
+from vcube import cube, validate
+from vcube.spec import load_spec
+
+pytestmark = pytest.mark.slow
+
+
+def _time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sample_archive(tmp_path_factory.mktemp("argo-archive") / "archive")
+
+
+@pytest.fixture(scope="module")
+def reference(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[xr.Dataset]:
+    """The cube `vcube run` builds from the same files (the local executor)."""
+    tmp = tmp_path_factory.mktemp("argo-local")
+    spec = local_spec(tmp, archive, "local")
+    vcube({}, "run", str(spec), "--workers", "2", "--quiet")
+    with validate.open_cube(load_spec(spec), decode_times=False) as ds:
+        yield ds.load()
+
+
+def _cube(case: Case) -> xr.Dataset:
+    with validate.open_cube(load_spec(case.spec), decode_times=False) as ds:
+        return ds.load()
+
+
+def _history(case: Case) -> cube.History:
+    spec = load_spec(case.spec)
+    return cube.history(cube.open_repo(spec), spec.target.branch)
+
+
+def _pods(kubectl: Any, workflow: str) -> list[dict[str, Any]]:
+    out = kubectl.json(
+        "get", "pods", "-n", "vcube", "-l", f"workflows.argoproj.io/workflow={workflow}"
+    )
+    return list(out["items"])
+
+
+def _window(kubectl: Any, wf: dict[str, Any]) -> tuple[float, float]:
+    """When a build's pods (its own and its children's) ran: first start, last finish."""
+    starts, ends = [], []
+    for w in [wf, *(get(kubectl, "workflow", c["metadata"]["name"]) for c in _kids(kubectl, wf))]:
+        for n in nodes(w):
+            if n["type"] == "Pod" and n.get("startedAt"):
+                starts.append(_time(n["startedAt"]))
+                ends.append(_time(n.get("finishedAt") or n["startedAt"]))
+    return min(starts), max(ends)
+
+
+def _kids(kubectl: Any, wf: dict[str, Any]) -> list[dict[str, Any]]:
+    return children(kubectl, wf["metadata"]["name"])
+
+
+def test_build_succeeds_survives_a_lost_scan_pod_and_never_overlaps_a_second_build(
+    cluster: Any, kubectl: Any, archive: Path, reference: xr.Dataset
+) -> None:
+    """Done when 1, 2 and 6: two submits of one spec at once; the first loses a scan pod."""
+    case = make_case(cluster.s3, archive, "build")
+    first = submit(cluster.env, case.spec)
+    second = submit(cluster.env, case.spec)
+
+    # 2. A scan pod of the first build is deleted while it runs (a lost spot node).
+    def running_scan() -> dict[str, Any] | None:
+        for child in children(kubectl, first):
+            for pod in _pods(kubectl, child["metadata"]["name"]):
+                labels = pod["metadata"].get("labels", {})
+                if (
+                    labels.get("app.kubernetes.io/component") == "scan"
+                    and pod["status"].get("phase") == "Running"
+                ):
+                    return pod
+        return None
+
+    pod = wait_for("a running scan pod of the first build", running_scan, 300, every=0.5)
+    kubectl("delete", "pod", "-n", "vcube", pod["metadata"]["name"], "--wait=false")
+    # While the first build runs, the second waits for the cube's build mutex.
+    waiting = get(kubectl, "workflow", second)["status"]
+    assert waiting.get("phase") in (None, "Pending"), waiting
+    assert "lock" in waiting.get("message", "").lower(), waiting
+
+    wf = wait_done(kubectl, first)
+    assert wf["status"]["phase"] == "Succeeded", wf["status"].get("message")
+    wf2 = wait_done(kubectl, second)
+    assert wf2["status"]["phase"] == "Succeeded", wf2["status"].get("message")
+
+    # 1. The cube equals the local executor's.
+    xr.testing.assert_identical(_cube(case), reference)
+    # Every node has its display name; progress reads N/M.
+    kids = _kids(kubectl, wf)
+    for w in [wf, *(get(kubectl, "workflow", k["metadata"]["name"]) for k in kids)]:
+        assert re.fullmatch(r"\d+/\d+", w["status"]["progress"]), w["status"]["progress"]
+        done, total = map(int, w["status"]["progress"].split("/"))
+        assert done == total > 0, w["status"]["progress"]
+        for n in nodes(w):
+            if n["type"] in ("Pod", "Retry") and "(" not in n["displayName"]:
+                assert re.match(DISPLAY_NAME_RE, n["displayName"]), n["displayName"]
+    names = {n["displayName"] for n in nodes(wf)}
+    assert {"plan", "init-cube", "group-000", "group-001", "validate"} <= names, names
+    child_names = {
+        n["displayName"]
+        for k in kids
+        for n in nodes(get(kubectl, "workflow", k["metadata"]["name"]))
+    }
+    assert {"scan-000-01", "scan-001-04", "commit-000", "commit-001"} <= child_names
+    # 2. The deleted pod's scan was retried; exactly one child per group.
+    deleted = pod["metadata"]["name"]
+    retried = {
+        shard: tries
+        for k in kids
+        for shard, tries in attempts(
+            get(kubectl, "workflow", k["metadata"]["name"]), "scan"
+        ).items()
+        # A pod is named <workflow>-<template>-<hash of its node id>, the node id <workflow>-<hash>.
+        if any(deleted.endswith("-" + t["id"].rsplit("-", 1)[-1]) for t in tries)
+    }
+    assert len(retried) == 1 and len(next(iter(retried.values()))) >= 2, retried
+    for parent in (first, second):
+        groups = sorted(k["metadata"]["name"] for k in children(kubectl, parent))
+        assert groups == [f"{parent}-g000", f"{parent}-g001"], groups
+    # 6. The two builds never interleaved, and the second found everything committed.
+    a, b = _window(kubectl, wf), _window(kubectl, wf2)
+    assert a[1] <= b[0] or b[1] <= a[0], (a, b)
+    hist = _history(case)
+    assert sorted(hist.groups) == ["000", "001"]
+    # `vcube status --workflow` reads the build through the same API.
+    status = json.loads(vcube(cluster.env, "status", str(case.spec), "--workflow", first).stdout)
+    assert status["counts"] == {"committed": 2}
+    assert status["workflow"]["phase"] == "Succeeded"
+    assert status["workflow"]["progress"] == wf["status"]["progress"]
+
+
+def _shift_time(path: Path) -> None:
+    """Make one file's `time` disagree with the other groups' (a deterministic commit error)."""
+    with h5py.File(path, "r+") as f:
+        f["time"][...] = np.asarray(f["time"][...]) + 1.0
+
+
+def test_a_deterministic_commit_failure_fails_the_build_at_once_naming_the_group(
+    cluster: Any, kubectl: Any, archive: Path, tmp_path: Path
+) -> None:
+    """Done when 3: exit 1 is not retried, the mutex is free at once, the branch keeps its last
+    good commit, the other group is still committed (failFast false)."""
+    bad = tmp_path / "archive"
+    subprocess.run(["cp", "-r", str(archive), str(bad)], check=True)
+    for f in sorted((bad / "001").rglob("*.nc")):
+        _shift_time(f)
+    case = make_case(cluster.s3, bad, "fail")
+    name = submit(cluster.env, case.spec)
+    wf = wait_done(kubectl, name)
+    assert wf["status"]["phase"] == "Failed"
+    failed_groups = [
+        n["displayName"]
+        for n in nodes(wf)
+        if n.get("templateName") == "group" and n["type"] == "Retry" and n["phase"] == "Failed"
+    ]
+    assert len(failed_groups) == 1, failed_groups
+    (failed,) = failed_groups
+    group = failed.removeprefix("group-")
+    child = get(kubectl, "workflow", f"{name}-g{group}")
+    (tries,) = attempts(child, "commit").values()
+    assert len(tries) == 1, [t["displayName"] for t in tries]  # not retried
+    assert tries[0]["outputs"]["exitCode"] == "1", tries[0]
+    # The child released the commit mutex when its commit failed, without backoffs.
+    assert not (child["status"].get("synchronization") or {}).get("mutex", {}).get("holding")
+    assert _time(child["status"]["finishedAt"]) - _time(tries[0]["finishedAt"]) < 30
+    # The other group was committed; the branch is at that (last good) commit.
+    hist = _history(case)
+    ok = "001" if group == "000" else "000"
+    assert sorted(hist.groups) == [ok]
+    assert hist.tip == hist.groups[ok].id
+    # The build's status names the failed group.
+    messages = " ".join(n.get("message", "") for n in nodes(wf)) + wf["status"].get("message", "")
+    assert f"g{group}" in messages or f"group-{group}" in messages, messages
+
+
+def test_scans_retry_through_a_storage_outage(
+    cluster: Any, kubectl: Any, archive: Path, reference: xr.Dataset
+) -> None:
+    """Done when 4: the source's S3 endpoint refuses connections for ~20 s during the scans."""
+    with FaultProxy("127.0.0.1", cluster.s3.port, lifetime=900) as proxy:
+        case = make_case(cluster.s3, archive, "outage", source_endpoint=proxy.endpoint)
+        name = submit(cluster.env, case.spec)
+
+        def scanning() -> bool:
+            return any(
+                p["status"].get("phase") == "Running"
+                and p["metadata"]["labels"].get("app.kubernetes.io/component") == "scan"
+                for k in children(kubectl, name)
+                for p in _pods(kubectl, k["metadata"]["name"])
+            )
+
+        wait_for("scans to start", scanning, 300, every=0.5)
+        proxy.kill()
+        time.sleep(20)
+        proxy.revive()
+        wf = wait_done(kubectl, name, timeout=500)
+    assert wf["status"]["phase"] == "Succeeded", wf["status"].get("message")
+    exit_codes = [
+        t.get("outputs", {}).get("exitCode")
+        for k in _kids(kubectl, wf)
+        for tries in attempts(get(kubectl, "workflow", k["metadata"]["name"]), "scan").values()
+        for t in tries
+    ]
+    assert "3" in exit_codes, exit_codes  # a scan gave up on storage and was retried
+    xr.testing.assert_identical(_cube(case), reference)
+
+
+def test_stopping_the_parent_stops_every_child(cluster: Any, kubectl: Any, archive: Path) -> None:
+    """Done when 5: the exit handler stops the children (owner references do not)."""
+    with FaultProxy("127.0.0.1", cluster.s3.port, lifetime=900) as proxy:
+        case = make_case(cluster.s3, archive, "stop", source_endpoint=proxy.endpoint)
+        name = submit(cluster.env, case.spec)
+
+        def init_done() -> bool:
+            wf = get(kubectl, "workflow", name)
+            return any(
+                n.get("templateName") == "init"
+                and n["type"] == "Retry"
+                and n["phase"] == "Succeeded"
+                for n in nodes(wf)
+            )
+
+        # plan and init read the sources; then they go away and the children's scans keep
+        # failing (exit 3) and backing off until stopped.
+        wait_for("init to succeed", init_done, 300, every=0.5)
+        proxy.kill()
+
+        def both_running() -> bool:
+            kids = children(kubectl, name)
+            return len(kids) == 2 and all(
+                k.get("status", {}).get("phase") == "Running" for k in kids
+            )
+
+        wait_for("both children running", both_running, 300, every=0.5)
+        kubectl(
+            "patch", "workflow", name, "-n", "vcube", "--type=merge",
+            "-p", '{"spec":{"shutdown":"Stop"}}',
+        )  # fmt: skip
+        wf = wait_done(kubectl, name)
+        stop = [n for n in nodes(wf) if n.get("templateName") == "stop-children"]
+        assert any(n["type"] == "Pod" and n["phase"] == "Succeeded" for n in stop), stop
+        kids = [wait_done(kubectl, k["metadata"]["name"], 120) for k in children(kubectl, name)]
+    assert len(kids) == 2
+    for k in kids:
+        assert k["spec"].get("shutdown") == "Stop", k["metadata"]["name"]
+        assert k["status"]["phase"] != "Succeeded"
+        running = [
+            p["metadata"]["name"]
+            for p in _pods(kubectl, k["metadata"]["name"])
+            if p["status"].get("phase") in ("Pending", "Running")
+        ]
+        assert running == [], running
+
+
+def test_the_cron_workflow_and_the_sensors_workflow_run(
+    cluster: Any, kubectl: Any, archive: Path, reference: xr.Dataset
+) -> None:
+    """Done when 7: the CronWorkflow (fired by the controller's own scheduler) and the Workflow
+    the Sensor would submit (its rendered body) both build the cube on the local controller."""
+    case = make_case(cluster.s3, archive, "cron")
+    sensor = yaml.safe_load((REPO / "k8s/events/sensor-rebuild.yaml").read_text())
+    (trigger,) = sensor["spec"]["triggers"]
+    body = trigger["template"]["argoWorkflow"]["source"]["resource"]
+    (param,) = [p for p in body["spec"]["arguments"]["parameters"] if p["name"] == "spec"]
+    param["value"] = str(case.spec)
+    body["metadata"]["labels"]["vcube.io/git-revision"] = "0123abcd"  # the trigger's parameter
+    created = json.loads(
+        kubectl("create", "-n", "vcube", "-f", "-", "-o", "json", stdin=json.dumps(body))
+    )
+    sensor_wf = created["metadata"]["name"]
+
+    cron = get(kubectl, "cronworkflow", "vcube-refresh")
+    params = cron["spec"]["workflowSpec"]["arguments"]["parameters"]
+    (idx,) = [i for i, p in enumerate(params) if p["name"] == "spec"]
+    patch = [
+        {"op": "replace", "path": "/spec/schedules", "value": ["* * * * *"]},
+        {"op": "replace", "path": f"/spec/workflowSpec/arguments/parameters/{idx}/value",
+         "value": str(case.spec)},
+    ]  # fmt: skip
+    kubectl("patch", "cronworkflow", "vcube-refresh", "-n", "vcube", "--type=json",
+            "-p", json.dumps(patch))  # fmt: skip
+    try:
+
+        def cron_run() -> str | None:
+            out = kubectl.json(
+                "get", "workflows", "-n", "vcube",
+                "-l", "workflows.argoproj.io/cron-workflow=vcube-refresh",
+            )  # fmt: skip
+            return out["items"][0]["metadata"]["name"] if out["items"] else None
+
+        cron_wf = wait_for("the CronWorkflow to fire", cron_run, 75)
+    finally:
+        kubectl("patch", "cronworkflow", "vcube-refresh", "-n", "vcube", "--type=merge",
+                "-p", '{"spec":{"suspend":true}}')  # fmt: skip
+    for name in (sensor_wf, cron_wf):
+        wf = wait_done(kubectl, name)
+        assert wf["status"]["phase"] == "Succeeded", (name, wf["status"].get("message"))
+    assert get(kubectl, "workflow", sensor_wf)["metadata"]["labels"]["vcube.io/git-revision"]
+    xr.testing.assert_identical(_cube(case), reference)
+
+
+def _can_i(kubectl: Any, verb: str, resource: str, sa: str) -> bool:
+    out = kubectl(
+        "auth", "can-i", verb, resource, "-n", "vcube",
+        f"--as=system:serviceaccount:vcube:{sa}", check=False,
+    )  # fmt: skip
+    return out.strip() == "yes"
+
+
+def test_worker_pods_may_only_report_task_results(cluster: Any, kubectl: Any) -> None:
+    """Done when 8: RBAC as deployed; a worker's own token is refused a Workflow."""
+    assert _can_i(kubectl, "create", "workflowtaskresults.argoproj.io", "vcube")
+    assert _can_i(kubectl, "patch", "workflowtaskresults.argoproj.io", "vcube")
+    for verb in ("create", "patch", "delete", "list"):
+        assert not _can_i(kubectl, verb, "workflows.argoproj.io", "vcube"), verb
+    assert not _can_i(kubectl, "get", "secrets", "vcube")
+    for verb in ("create", "patch", "get", "list", "watch"):
+        assert _can_i(kubectl, verb, "workflows.argoproj.io", "vcube-launcher"), verb
+    assert not _can_i(kubectl, "delete", "workflows.argoproj.io", "vcube-launcher")
+    # The token a scan pod gets (TokenRequest for its ServiceAccount) cannot create a Workflow.
+    token = kubectl("create", "token", "vcube", "-n", "vcube").strip()
+    body = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"generateName": "intruder-"},
+        "spec": {"workflowTemplateRef": {"name": "vcube-build"}},
+    }
+    proc = subprocess.run(
+        [*_kubectl_argv(cluster), "--token", token, "--user", "nobody",
+         "create", "-n", "vcube", "-f", "-"],
+        input=json.dumps(body), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "forbidden" in proc.stderr.lower(), proc.stderr
+
+
+def _kubectl_argv(cluster: Any) -> list[str]:
+    from tests.cluster import controlplane
+
+    return [str(controlplane.kubectl_path()), "--kubeconfig", str(cluster.kubeconfig)]
