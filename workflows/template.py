@@ -116,8 +116,16 @@ RETRY_TRANSIENT = (
 )
 
 
-def _retry(limit: int, first_backoff: str, *, transient_only: bool = True) -> RetryStrategy:
+def _retry(
+    limit: int, first_backoff: str, *, factor: int = 2, transient_only: bool = True
+) -> RetryStrategy:
     """Retries with exponential backoff from first_backoff, each wait capped at 5 minutes.
+
+    Argo waits out the next backoff before it evaluates ``expression`` (v4.0.5
+    processNodeRetries; seen on the real controller: a commit that exited 1 failed its node
+    30 s later, holding the mutex). Steps under a mutex therefore start from a 1 s backoff and
+    grow fast (factor 4: 1, 4, 16, 64, 256 s), so a deterministic failure frees the lock at once
+    and a transient one is still retried over ~6 minutes.
 
     No ``maxDuration``: Argo counts it from the first attempt's start and also uses it as the
     deadline of every later attempt (v4.0.5 processNodeRetries), so any value shorter than
@@ -128,7 +136,7 @@ def _retry(limit: int, first_backoff: str, *, transient_only: bool = True) -> Re
         limit=IntOrString(str(limit)),
         retry_policy="Always" if transient_only else "OnError",
         expression=RETRY_TRANSIENT if transient_only else None,
-        backoff=Backoff(duration=first_backoff, factor=IntOrString("2"), cap="5m"),
+        backoff=Backoff(duration=first_backoff, factor=IntOrString(str(factor)), cap="5m"),
     )
 
 
@@ -340,7 +348,7 @@ def _group_templates(opts: BuildOptions, refs: _GroupRefs) -> DAG:
         # Only transient failures are retried (the mutex is held through every backoff);
         # conflicts with other writers are rebased inside the CLI, and re-running a committed
         # group is a no-op (the CLI checks the commit metadata).
-        retry_strategy=_retry(5, "30s"),
+        retry_strategy=_retry(5, "1s", factor=4),
         metrics=Metrics(
             prometheus=[_counter("vcube_refs_committed", "Chunk refs committed by vcube", "refs")]
         ),
@@ -494,7 +502,7 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
             display="init-cube",
             node_selector=opts.on_demand_selector,
             synchronization=_commit_mutex(),
-            retry_strategy=_retry(3, "30s"),
+            retry_strategy=_retry(5, "1s", factor=4),
             active_deadline_seconds=3600,
         )
         launch = Resource(

@@ -99,7 +99,9 @@ def submit(env: dict[str, str], spec: Path, groups: str = "") -> str:
     from vcube.argo import submit as argo_submit
     from vcube.argo import workflow_manifest
 
-    done = argo_submit(workflow_manifest(str(spec), groups), env={**os.environ, **env})
+    # ARGO_NAMESPACE: the local kubeconfig's context namespace is `default`.
+    full = {**os.environ, **env, "ARGO_NAMESPACE": "vcube"}
+    done = argo_submit(workflow_manifest(str(spec), groups), env=full)
     assert done.via == "kubernetes" and done.namespace == "vcube", done
     return done.name
 

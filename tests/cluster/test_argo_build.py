@@ -169,7 +169,8 @@ def test_build_succeeds_survives_a_lost_scan_pod_and_never_overlaps_a_second_bui
     hist = _history(case)
     assert sorted(hist.groups) == ["000", "001"]
     # `vcube status --workflow` reads the build through the same API.
-    status = json.loads(vcube(cluster.env, "status", str(case.spec), "--workflow", first).stdout)
+    env = {**cluster.env, "ARGO_NAMESPACE": "vcube"}
+    status = json.loads(vcube(env, "status", str(case.spec), "--workflow", first).stdout)
     assert status["counts"] == {"committed": 2}
     assert status["workflow"]["phase"] == "Succeeded"
     assert status["workflow"]["progress"] == wf["status"]["progress"]
@@ -353,7 +354,9 @@ def _can_i(kubectl: Any, verb: str, resource: str, sa: str) -> bool:
     return out.strip() == "yes"
 
 
-def test_worker_pods_may_only_report_task_results(cluster: Any, kubectl: Any) -> None:
+def test_worker_pods_may_only_report_task_results(
+    cluster: Any, kubectl: Any, tmp_path: Path
+) -> None:
     """Done when 8: RBAC as deployed; a worker's own token is refused a Workflow."""
     assert _can_i(kubectl, "create", "workflowtaskresults.argoproj.io", "vcube")
     assert _can_i(kubectl, "patch", "workflowtaskresults.argoproj.io", "vcube")
@@ -371,16 +374,22 @@ def test_worker_pods_may_only_report_task_results(cluster: Any, kubectl: Any) ->
         "metadata": {"generateName": "intruder-"},
         "spec": {"workflowTemplateRef": {"name": "vcube-build"}},
     }
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["users"] = [{"name": "scan-pod", "user": {"token": token}}]
+    for ctx in config["contexts"]:
+        ctx["context"]["user"] = "scan-pod"
+    as_pod = tmp_path / "scan-pod.kubeconfig"
+    as_pod.write_text(yaml.safe_dump(config))
     proc = subprocess.run(
-        [*_kubectl_argv(cluster), "--token", token, "--user", "nobody",
-         "create", "-n", "vcube", "-f", "-"],
+        [*_kubectl_argv(as_pod), "create", "-n", "vcube", "-f", "-"],
         input=json.dumps(body), capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode != 0
     assert "forbidden" in proc.stderr.lower(), proc.stderr
+    assert "system:serviceaccount:vcube:vcube" in proc.stderr, proc.stderr
 
 
-def _kubectl_argv(cluster: Any) -> list[str]:
+def _kubectl_argv(kubeconfig: Path) -> list[str]:
     from tests.cluster import controlplane
 
-    return [str(controlplane.kubectl_path()), "--kubeconfig", str(cluster.kubeconfig)]
+    return [str(controlplane.kubectl_path()), "--kubeconfig", str(kubeconfig)]

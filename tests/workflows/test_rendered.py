@@ -185,6 +185,16 @@ def test_no_max_duration_cuts_a_retry_short() -> None:
             assert backoff["cap"] and backoff["duration"], where
 
 
+def test_a_step_under_a_mutex_fails_at_once_on_a_deterministic_error() -> None:
+    """Argo waits out the next backoff before it evaluates the retry expression, holding the
+    step's mutex meanwhile (seen on the real controller): such steps back off 1 s first."""
+    locked = [(w, t) for w, t in _all_templates() if "synchronization" in t]
+    assert {w.rsplit("/", 1)[-1] for w, _ in locked} == {"init", "commit"}
+    for where, t in locked:
+        assert t["retryStrategy"]["backoff"]["duration"] == "1s", where
+        assert int(t["retryStrategy"]["limit"]) >= 5, where
+
+
 def test_scan_and_commit_policies() -> None:
     group = {t["name"]: t for t in group_template_dict()["spec"]["templates"]}
     scan, commit = group["scan"], group["commit"]
