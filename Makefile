@@ -68,9 +68,10 @@ image: ## Build the worker image vcube-worker:<git sha> with Docker (fails if no
 render: $(VENV)/.workflows ## Regenerate the Argo WorkflowTemplates (k8s/base/vcube-build*.yaml) from workflows/
 	$(BIN)/python -m workflows.render
 
-submit: $(VENV)/.workflows ## Submit a build: SPEC=datasets/oae-atlas.yaml [GROUPS=000,001] [PARALLELISM=N] [DRY_RUN=1]
+submit: $(VENV)/.workflows ## Submit a build: SPEC=datasets/oae-atlas.yaml [GROUPS=000,001] [PARALLELISM=N] [DRY_RUN=1] [POD_DATASETS=dir]
 	$(BIN)/python -m workflows.submit $(SPEC) --groups "$(GROUPS)" \
-	  $(if $(PARALLELISM),--parallelism $(PARALLELISM)) $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
+	  $(if $(PARALLELISM),--parallelism $(PARALLELISM)) $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run) \
+	  $(if $(POD_DATASETS),--pod-datasets $(POD_DATASETS))
 
 cluster-build: ## Build etcd, kube-apiserver/-controller-manager, Argo from source (cached in ~/.cache)
 	scripts/build-cluster.sh

@@ -24,7 +24,7 @@ IMAGE_DATASETS = "/app/datasets"
 EXIT_USAGE, EXIT_UNREACHABLE = 2, 3
 
 
-def pod_spec_path(spec: str) -> str:
+def pod_spec_path(spec: str, pod_datasets: str = IMAGE_DATASETS) -> str:
     """Map a spec given on this machine to its path inside the worker image.
 
     ``datasets/x.yaml`` (checked locally) -> ``/app/datasets/x.yaml``; an absolute path under
@@ -48,7 +48,7 @@ def pod_spec_path(spec: str) -> str:
         load_spec(resolved)
     except SpecError as e:
         raise ValueError(str(e)) from None
-    return f"{IMAGE_DATASETS}/{resolved.name}"
+    return f"{pod_datasets.rstrip('/')}/{resolved.name}"
 
 
 def _truthy(value: str | None) -> bool:
@@ -62,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallelism", type=int, help="child workflows at a time (this run)")
     parser.add_argument("--namespace", default=None, help="default: ARGO_NAMESPACE / context")
     parser.add_argument(
+        "--pod-datasets",
+        default=IMAGE_DATASETS,
+        help="where the pods find datasets/ (default: the image's /app/datasets; the local "
+        "test cluster's pods run on this machine: pass $PWD/datasets)",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         default=_truthy(os.environ.get("DRY_RUN")),
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = ",".join(g.strip() for g in args.groups.split(",") if g.strip())
     try:
         manifest = workflow_manifest(
-            pod_spec_path(args.spec),
+            pod_spec_path(args.spec, args.pod_datasets),
             groups,
             namespace=args.namespace,
             parallelism=args.parallelism,

@@ -262,3 +262,13 @@ def test_submit_refuses_a_spec_that_is_not_in_the_image(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "datasets/" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_pod_datasets_maps_a_datasets_spec_elsewhere() -> None:
+    """The local test cluster's pods run on this machine: datasets/ is where the repo is."""
+    proc = _run_submit(
+        ["datasets/sample.yaml", "--dry-run", "--pod-datasets", str(REPO_ROOT / "datasets")], {}
+    )
+    assert proc.returncode == 0, proc.stderr
+    params = yaml.safe_load(proc.stdout)["spec"]["arguments"]["parameters"]
+    assert params[0] == {"name": "spec", "value": str(REPO_ROOT / "datasets" / "sample.yaml")}
