@@ -101,12 +101,14 @@ def test_build_succeeds_survives_a_lost_scan_pod_and_never_overlaps_a_second_bui
     cluster: Any, kubectl: Any, archive: Path, reference: xr.Dataset
 ) -> None:
     """Done when 1, 2 and 6: two submits of one spec at once; the first loses a scan pod."""
-    case = make_case(cluster.s3, archive, "build")
+    # The sources behind 0.5 s of latency per request: a scan takes seconds, not a blink, so
+    # its pod can be deleted while the scan runs.
+    proxy = FaultProxy("127.0.0.1", cluster.s3.port, latency=0.5, lifetime=900).start()
+    case = make_case(cluster.s3, archive, "build", source_endpoint=proxy.endpoint)
     first = submit(cluster.env, case.spec)
     second = submit(cluster.env, case.spec)
 
-    # 2. A scan pod of the first build is deleted before its scan is done (a lost spot node).
-    # Scans of the sample take about a second: the pod is taken as soon as it exists.
+    # 2. A scan pod of the first build is deleted while its scan runs (a lost spot node).
     def live_scan() -> dict[str, Any] | None:
         for child in children(kubectl, first):
             for pod in _pods(kubectl, child["metadata"]["name"]):
@@ -114,14 +116,30 @@ def test_build_succeeds_survives_a_lost_scan_pod_and_never_overlaps_a_second_bui
                 main = [
                     c
                     for c in pod["status"].get("containerStatuses", [])
-                    if c["name"] == "main" and "terminated" in c.get("state", {})
+                    if c["name"] == "main" and "running" in c.get("state", {})
                 ]
-                if labels.get("app.kubernetes.io/component") == "scan" and not main:
+                if labels.get("app.kubernetes.io/component") == "scan" and main:
                     return pod
         return None
 
-    pod = wait_for("a scan pod of the first build", live_scan, 300, every=0.2)
-    kubectl("delete", "pod", "-n", "vcube", pod["metadata"]["name"], "--wait=false")
+    try:
+        pod = wait_for("a running scan of the first build", live_scan, 300, every=0.2)
+        kubectl("delete", "pod", "-n", "vcube", pod["metadata"]["name"], "--wait=false")
+        proxy.latency = 0.0  # the rest of the build (and reading the cube) at full speed
+        _test_build(kubectl, cluster, case, first, second, pod, reference)
+    finally:
+        proxy.stop()
+
+
+def _test_build(
+    kubectl: Any,
+    cluster: Any,
+    case: Case,
+    first: str,
+    second: str,
+    pod: dict[str, Any],
+    reference: xr.Dataset,
+) -> None:
     # While the first build runs, the second waits for the cube's build mutex.
     waiting = get(kubectl, "workflow", second)["status"]
     assert waiting.get("phase") in (None, "Pending"), waiting
