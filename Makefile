@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SPEC ?= datasets/sample.yaml
 
-.PHONY: help setup run test lint format render bench image lock submit clean cluster-build cluster-up cluster-down
+.PHONY: help setup run test test-argo lint format render bench image lock submit clean cluster-build cluster-up cluster-down
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -38,8 +38,11 @@ run: $(VENV)/.core ## Write the sample archive and build + validate the sample c
 	$(BIN)/vcube sample build/sample-archive
 	$(BIN)/vcube run $(SPEC)
 
-test: $(VENV)/.dev ## Install and run the whole test suite
-	$(BIN)/python -m pytest -q
+test: $(VENV)/.dev ## Install and run the test suite (all but the argo_e2e tests: make test-argo)
+	$(BIN)/python -m pytest -q -m "not argo_e2e"
+
+test-argo: $(VENV)/.dev ## Issue 9 Done-when tests on the real local Argo controller (~20 min warm)
+	$(BIN)/python -m pytest -q -m argo_e2e tests/cluster/test_argo_build.py
 
 lint: $(VENV)/.dev ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
