@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from vcube import catalog, storage
+from vcube.layout import file_grid
 from vcube.spec import DatasetSpec
 from vcube.template import (
     Template,
@@ -165,13 +166,6 @@ class FileScan:
     refs: dict[str, tuple[np.ndarray, np.ndarray]]
     values: dict[str, np.ndarray]
     steps: list[int]  # the file's length along each concat dim (1 for a dim it lacks)
-
-
-def file_grid(v: VarSchema, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The chunk grid of one file's variable: a contiguous variable is one chunk."""
-    if v.fingerprint["chunks"] is None:
-        return (1,) * len(shape)
-    return tuple(-(-s // c) for s, c in zip(shape, v.file_chunks, strict=True))
 
 
 def scan_file(

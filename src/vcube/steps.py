@@ -17,6 +17,7 @@ from typing import Any
 
 from vcube import catalog, cube, scan, status, storage, template
 from vcube.catalog import Plan
+from vcube.layout import check_grid
 from vcube.spec import DatasetSpec
 
 Progress = Callable[[int, int], None]
@@ -116,7 +117,7 @@ def learn_layout(
         files += [(f["key"], f["pos"], f["steps"]) for f in meta["files"]]
     dims = spec.cube.dim_names
     layout = catalog.build_layout(plan, dims, dims.index(spec.cube.commit_by), files)
-    cube.check_grid(tmpl, layout)
+    check_grid(tmpl, layout)
     catalog.save_layout(spec, layout)
     return layout
 

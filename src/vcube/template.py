@@ -44,11 +44,6 @@ class VarSchema:
     zarr: dict[str, Any]  # Zarr V3 array metadata from VirtualiZarr (shape/chunks of one file)
     fingerprint: dict[str, Any]
 
-    @property
-    def file_grid(self) -> tuple[int, ...]:
-        """How many chunks one file holds along each of its dims."""
-        return tuple(-(-s // c) for s, c in zip(self.file_shape, self.file_chunks, strict=True))
-
 
 @dataclass
 class Template:

@@ -24,7 +24,8 @@ from zarr.core.sync import sync
 
 from vcube import catalog, storage
 from vcube.catalog import Plan, PlannedFile
-from vcube.cube import RefPlacer, array_shape, history, open_repo
+from vcube.cube import history, open_repo
+from vcube.layout import RefPlacer, array_shape, chunk_grid
 from vcube.scan import convert_times, read_result, result_key
 from vcube.spec import DatasetSpec
 from vcube.template import Template
@@ -248,8 +249,9 @@ def static_chunks(spec: DatasetSpec, template: Template) -> dict[str, Ref]:
         for v in template.variables.values():
             if v.kind != "virtual" or v.varies:
                 continue
-            offsets, lengths = chunk_refs(node[v.name], v.file_grid)
-            for idx in np.ndindex(*v.file_grid):
+            grid = chunk_grid(v.file_shape, v.file_chunks)
+            offsets, lengths = chunk_refs(node[v.name], grid)
+            for idx in np.ndindex(*grid):
                 if lengths[idx]:
                     k = f"{v.name}/c/" + "/".join(map(str, idx))
                     out[k] = (key, int(offsets[idx]), int(lengths[idx]))
