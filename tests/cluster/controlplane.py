@@ -556,6 +556,26 @@ def controller_config(values: dict[str, Any], s3_endpoint: str, ports: dict[str,
     return yaml.safe_dump(cfg, sort_keys=False)
 
 
+def controller_env(values: dict[str, Any]) -> dict[str, str]:
+    """The workflow-controller's environment from `controller.extraEnv`, as the chart sets it.
+
+    argo-helm appends `controller.extraEnv` (a list of EnvVar) to the controller container's
+    env; Argo reads its tuning knobs from there (e.g. DEFAULT_REQUEUE_TIME, docs/environment-
+    variables.md). Only literal `value`s can be reproduced on this machine: anything else fails
+    here rather than silently running the tests with another configuration.
+    """
+    env: dict[str, str] = {}
+    for item in values.get("controller", {}).get("extraEnv") or []:
+        name = item.get("name")
+        if not name or set(item) != {"name", "value"}:
+            raise ClusterError(
+                f"controller.extraEnv entry {item!r} in {ARGO_APP.relative_to(REPO_ROOT)}: "
+                "only {name, value} entries can be given to the local controller"
+            )
+        env[str(name)] = str(item["value"])
+    return env
+
+
 def controller_configmap(config: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -695,10 +715,19 @@ def up(
     has_agent = (REPO_ROOT / "tests" / "cluster" / "nodeagent" / "__main__.py").is_file()
     if nodeagent is None:
         nodeagent = has_agent
-    want = {"s3_endpoint_arg": s3_endpoint, "spec": spec, "nodeagent": nodeagent}
+    values = chart_values()
+    ctrl_env = controller_env(values)
+    want: dict[str, Any] = {
+        "s3_endpoint_arg": s3_endpoint,
+        "spec": spec,
+        "nodeagent": nodeagent,
+        # A changed chart value means a fresh cluster, not a reused one with the old controller.
+        "controller_env": ctrl_env,
+    }
     if healthy(layout):
         previous = json.loads(layout.info.read_text())
-        if all(previous.get(k) == v for k, v in want.items()):
+        same = all(previous.get(k) == v for k, v in want.items())
+        if same and not previous.get("controller_env_override"):
             return env_for(layout)
     down(layout, quiet=True)
     t0 = time.monotonic()
@@ -874,7 +903,6 @@ def up(
         mark("k8s objects")
 
         # The real workflow-controller, configured as k8s/argocd deploys it.
-        values = chart_values()
         ports = {"metricsConfig": free_port(), "telemetryConfig": free_port()}
         kubectl(layout, "create", "namespace", CONTROLLER_NAMESPACE)
         config = controller_config(values, s3_endpoint, ports)
@@ -883,38 +911,18 @@ def up(
         if art.get("bucket"):
             _s3_bucket(s3_endpoint, art["bucket"])
         # The chart's controller watches every namespace (singleNamespace: false) and runs as its
-        # own ServiceAccount; here it uses the admin kubeconfig.
-        start(
-            layout,
-            "workflow-controller",
-            [
-                bins["workflow-controller"],
-                f"--kubeconfig={layout.kubeconfig}",
-                f"--namespace={CONTROLLER_NAMESPACE}",
-                f"--configmap={CONTROLLER_CONFIGMAP}",
-                f"--executor-image={EXECUTOR_IMAGE}",
-                "--loglevel=info",
-            ],
-            env={"LEADER_ELECTION_IDENTITY": LEADER_IDENTITY},
-        )
+        # own ServiceAccount; here it uses the admin kubeconfig. Its env: controller.extraEnv.
+        info["controller_argv"] = [
+            str(bins["workflow-controller"]),
+            f"--kubeconfig={layout.kubeconfig}",
+            f"--namespace={CONTROLLER_NAMESPACE}",
+            f"--configmap={CONTROLLER_CONFIGMAP}",
+            f"--executor-image={EXECUTOR_IMAGE}",
+            "--loglevel=info",
+        ]
         components.append("workflow-controller")
+        start_controller(layout, info["controller_argv"], ctrl_env)
         save()
-
-        def leader() -> bool:
-            lease = kubectl(
-                layout,
-                "get",
-                "lease",
-                "workflow-controller",
-                "-n",
-                CONTROLLER_NAMESPACE,
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-                check=False,
-            )
-            return lease.stdout.strip() == LEADER_IDENTITY
-
-        wait_for("the workflow-controller to lead", leader, 120, layout, "workflow-controller")
         mark("workflow-controller")
 
         # The node agent (tests/cluster/nodeagent): registers the nodes, runs the pods.
@@ -969,6 +977,67 @@ def up(
         down(layout, quiet=True)
         raise
     return env_for(layout)
+
+
+def _lease_renewed_after(layout: Layout, t0: float) -> bool:
+    """True if the controller's lease is held by LEADER_IDENTITY and was renewed after `t0`."""
+    out = kubectl(
+        layout,
+        "get",
+        "lease",
+        "workflow-controller",
+        "-n",
+        CONTROLLER_NAMESPACE,
+        "-o",
+        "json",
+        check=False,
+    )
+    if out.returncode != 0:
+        return False
+    spec = json.loads(out.stdout).get("spec", {})
+    renew = spec.get("renewTime")
+    if spec.get("holderIdentity") != LEADER_IDENTITY or not renew:
+        return False
+    return dt.datetime.fromisoformat(renew.replace("Z", "+00:00")).timestamp() > t0
+
+
+def start_controller(layout: Layout, argv: Sequence[str], env: dict[str, str]) -> None:
+    """Start the workflow-controller with `env` and wait until it leads (renewed its lease).
+
+    The identity is fixed, so a restarted controller takes the lease over at once instead of
+    waiting for the previous one's to expire.
+    """
+    t0 = time.time()
+    start(
+        layout,
+        "workflow-controller",
+        argv,
+        env={**env, "LEADER_ELECTION_IDENTITY": LEADER_IDENTITY},
+    )
+    wait_for(
+        "the workflow-controller to lead",
+        lambda: _lease_renewed_after(layout, t0 - 1),
+        120,
+        layout,
+        "workflow-controller",
+    )
+
+
+def restart_controller(layout: Layout | None = None, env: dict[str, str] | None = None) -> None:
+    """Restart the running cluster's workflow-controller with the chart's env updated by `env`.
+
+    For benchmarks that compare controller settings in one run (bench/argo_overhead.py);
+    `env=None` restores what k8s/argocd deploys.
+    """
+    layout = layout or Layout(STATE)
+    if not healthy(layout):
+        raise ClusterError("no healthy local cluster (make cluster-up)")
+    info = json.loads(layout.info.read_text())
+    stop(layout, "workflow-controller")
+    # Recorded so that `up()` does not reuse a cluster whose controller runs another setting.
+    info["controller_env_override"] = env or {}
+    layout.info.write_text(json.dumps(info, indent=2))
+    start_controller(layout, info["controller_argv"], {**info["controller_env"], **(env or {})})
 
 
 def down(layout: Layout | None = None, quiet: bool = False) -> list[str]:

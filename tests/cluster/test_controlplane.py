@@ -48,6 +48,20 @@ def test_controller_config_is_the_argocd_values() -> None:
     assert cfg["metricsConfig"]["enabled"] is cfg["telemetryConfig"]["enabled"] is True
 
 
+def test_controller_env_is_the_charts_extra_env() -> None:
+    """controller.extraEnv (the chart's list of EnvVar) becomes the controller's environment."""
+    values = controlplane.chart_values()
+    env = controlplane.controller_env(values)
+    assert env == {e["name"]: e["value"] for e in values["controller"]["extraEnv"]}
+    assert "DEFAULT_REQUEUE_TIME" in env
+    fake = {"controller": {"extraEnv": [{"name": "A", "value": "1"}, {"name": "B", "value": 2}]}}
+    assert controlplane.controller_env(fake) == {"A": "1", "B": "2"}
+    assert controlplane.controller_env({"controller": {}}) == {}
+    ref = {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "x", "key": "y"}}}
+    with pytest.raises(controlplane.ClusterError, match=r"only \{name, value\} entries"):
+        controlplane.controller_env({"controller": {"extraEnv": [ref]}})
+
+
 def _paths(a: Any, b: Any, prefix: str = "") -> list[str]:
     """JSON-pointer-ish paths where `a` and `b` differ."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -118,6 +132,13 @@ def test_api_server_ready_and_argo_installed(
         "get", "lease", "workflow-controller", "-n", "argo", "-o", "jsonpath={.spec.holderIdentity}"
     )
     assert holder == controlplane.LEADER_IDENTITY
+    # The controller process runs with the chart's controller.extraEnv.
+    pid = controlplane.running(cluster.layout, "workflow-controller")
+    assert pid is not None
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    proc_env = dict(e.decode().split("=", 1) for e in environ if b"=" in e)
+    for name, value in controlplane.controller_env(controlplane.chart_values()).items():
+        assert proc_env.get(name) == value, name
     cm = kubectl.json("get", "configmap", controlplane.CONTROLLER_CONFIGMAP, "-n", "argo")
     cfg = yaml.safe_load(cm["data"]["config"])
     assert cfg["workflowDefaults"] == controlplane.chart_values()["controller"]["workflowDefaults"]
