@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from bench import common
-from vcube import catalog, cube, scan, storage, template
+from vcube import catalog, cube, hdf, scan, storage, template
 from vcube.sample import INJECTION_MONTHS, sample_path
 
 INJECTIONS = list(INJECTION_MONTHS)
@@ -144,7 +144,7 @@ def build(
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     real = []
     for pf in real_planned:
-        with scan.open_h5(src, pf.key) as f:
+        with hdf.open_h5(src, pf.key) as f:
             real.append((pf, scan.scan_file(f, pf.key, tmpl, path_dims, spec.cube.dim_names)))
     t0 = time.perf_counter()
     listing = synthetic_listing(

@@ -13,7 +13,7 @@ from typing import Any
 import h5py
 
 from bench import common
-from vcube import catalog, scan
+from vcube import catalog, hdf, scan
 
 
 def h5py_floor(path: Path) -> int:
@@ -45,7 +45,7 @@ def make_methods(spec: Any, tmpl: Any) -> dict[str, Any]:
     registry = ObjectStoreRegistry({src.url: src.store})
 
     def vcube_scan(key: str) -> None:
-        with scan.open_h5(src, key) as f:
+        with hdf.open_h5(src, key) as f:
             scan.scan_file(f, key, tmpl, path_dims, spec.cube.dim_names)
 
     def virtualizarr(key: str) -> None:
@@ -80,7 +80,7 @@ def profile_vcube(spec: Any, tmpl: Any, keys: list[str], out: Path) -> None:
     prof.start()
     for _ in range(3):
         for key in keys:
-            with scan.open_h5(src, key) as f:
+            with hdf.open_h5(src, key) as f:
                 scan.scan_file(f, key, tmpl, path_dims, spec.cube.dim_names)
     prof.stop()
     out.write_text(prof.output_text(unicode=False, color=False, show_all=False))

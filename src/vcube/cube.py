@@ -24,6 +24,7 @@ from zarr.core.sync import sync
 
 from vcube import catalog, storage
 from vcube.catalog import Plan
+from vcube.hdf import chunk_refs, file_node, open_h5, read_values
 from vcube.layout import (
     CommitError,
     RefPlacer,
@@ -276,9 +277,6 @@ def _ensure_array(store: Any, name: str, md: ArrayV3Metadata, *, keep_values: bo
 def _write_static(
     spec: DatasetSpec, template: Template, store: Any, src: storage.Location, pf: Any
 ) -> None:
-    from vcube.scan import chunk_refs, open_h5, read_values
-    from vcube.template import file_node
-
     checksum = checksum_of(src, pf.version, pf.last_modified)
     url = src.url_of(template.source_key)
     with open_h5(src, template.source_key) as f:

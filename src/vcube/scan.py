@@ -7,7 +7,6 @@ deterministic binary object in the work area, so a retried task writes the same 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -20,24 +19,24 @@ import h5py
 import numpy as np
 
 from vcube import catalog, storage
-from vcube.layout import file_grid
-from vcube.spec import DatasetSpec
-from vcube.template import (
-    Template,
+from vcube.hdf import (
+    ScanError,
     TemplateError,
-    VarSchema,
     attr_text,
     check_groups,
-    compare_fingerprint,
+    chunk_refs,
     file_node,
     fingerprint,
+    h5_message,
     is_vlen_string,
+    open_h5,
+    open_reader,
+    read_values,
+    store_failure,
 )
-
-
-class ScanError(RuntimeError):
-    """A file could not be scanned; the message names the file and the problem."""
-
+from vcube.layout import file_grid
+from vcube.spec import DatasetSpec
+from vcube.template import Template, VarSchema, compare_fingerprint
 
 RESULT_FORMAT = 2  # 2: files carry their steps; refs and values padded to the longest file
 
@@ -56,41 +55,6 @@ def error_key(shard: str) -> str:
     return f"errors/{shard}.json"
 
 
-@contextlib.contextmanager
-def open_h5(loc: storage.Location, key: str) -> Iterator[h5py.File]:
-    """Open a source file for metadata reads: the path on local disk, a ranged reader on S3."""
-    if loc.is_local:
-        path = loc.local_path / key
-        if not path.exists():
-            raise ScanError(f"{key}: file not found under {loc.url}")
-        try:
-            f = h5py.File(path, "r")
-        except OSError as e:
-            raise ScanError(f"{key}: not a readable HDF5/netCDF4 file ({_h5msg(e)})") from None
-        with f:
-            yield f
-        return
-    from vcube.remote import RemoteReadError, open_remote
-
-    try:
-        reader = open_remote(loc, key)
-    except RemoteReadError as e:
-        raise storage.StorageError(str(e)) from None
-    try:
-        with _open_reader(reader, key) as f:
-            yield f
-    except (ScanError, OSError) as e:
-        raise _store_failure(reader, key) or e from None
-
-
-def _store_failure(reader: Any, key: str) -> storage.StorageError | None:
-    """A StorageError if the reader's store failed (then the file is not at fault), else None."""
-    failure = getattr(reader, "failure", None)
-    if failure is None:
-        return None
-    return storage.StorageError(f"{key}: {failure}")
-
-
 def _check_unchanged(pf: catalog.PlannedFile, etag: str | None) -> None:
     """A file replaced between plan and scan would get refs with the old checksum: say so now."""
     if etag is not None and pf.version.startswith('"') and etag != pf.version:
@@ -98,67 +62,6 @@ def _check_unchanged(pf: catalog.PlannedFile, etag: str | None) -> None:
             f"{pf.key}: the file changed since the plan (ETag {etag}, planned {pf.version}): "
             "run `vcube plan` again"
         )
-
-
-@contextlib.contextmanager
-def _open_reader(reader: Any, key: str) -> Iterator[h5py.File]:
-    """h5py on an open `vcube.remote.RemoteFile` (closed on exit)."""
-    try:
-        f = h5py.File(reader, "r")
-    except OSError as e:
-        raise ScanError(f"{key}: not a readable HDF5/netCDF4 file ({_h5msg(e)})") from None
-    with reader, f:
-        yield f
-
-
-def _h5msg(e: Exception) -> str:
-    msg = str(e)
-    if "truncated" in msg.lower() or "eof" in msg.lower():
-        return "truncated: " + msg
-    return msg
-
-
-def chunk_refs(ds: h5py.Dataset, grid: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Byte offset and length of every chunk of a dataset, laid out on its chunk grid.
-
-    A chunk never written (all fill value) has length 0: it reads back as the fill value.
-    An uncompressed contiguous dataset is one chunk.
-    """
-    offsets = np.zeros(grid, dtype=np.uint64)
-    lengths = np.zeros(grid, dtype=np.uint64)
-    dsid = ds.id
-    if ds.chunks is None:
-        dcpl = dsid.get_create_plist()
-        layout = dcpl.get_layout()
-        if layout != h5py.h5d.CONTIGUOUS or dcpl.get_external_count():
-            what = "compact storage (inside the object header)"
-            if layout == h5py.h5d.VIRTUAL:
-                what = "HDF5 virtual-dataset layout"
-            elif layout == h5py.h5d.CONTIGUOUS:
-                what = "external storage"
-            raise ScanError(
-                f"variable {ds.name.lstrip('/')} has {what}: it cannot be referenced; "
-                "list it under cube.inline in the spec"
-            )
-        off = dsid.get_offset()
-        if off is not None:  # None: never written, reads as the fill value
-            offsets.reshape(-1)[0] = off
-            lengths.reshape(-1)[0] = dsid.get_storage_size()
-        return offsets, lengths
-    chunks = ds.chunks
-
-    def visit(info: Any) -> None:
-        if info.filter_mask:
-            raise ScanError(
-                f"variable {ds.name.lstrip('/')} has a chunk stored with skipped filters "
-                f"(mask {info.filter_mask}): cannot reference it"
-            )
-        idx = tuple(o // c for o, c in zip(info.chunk_offset, chunks, strict=True))
-        offsets[idx] = info.byte_offset
-        lengths[idx] = info.size
-
-    dsid.chunk_iter(visit)
-    return offsets, lengths
 
 
 @dataclass
@@ -232,7 +135,7 @@ def scan_file(
         except ScanError as e:
             raise ScanError(f"{key}: {e}") from None
         except OSError as e:
-            raise ScanError(f"{key}: cannot read variable {v.name} ({_h5msg(e)})") from None
+            raise ScanError(f"{key}: cannot read variable {v.name} ({h5_message(e)})") from None
     _convert_bounds(key, template, values, converted)
     return FileScan(refs, values, [steps[d][0] if d in steps else 1 for d in concat])
 
@@ -265,13 +168,6 @@ def _stack(arrays: list[np.ndarray], dtype: Any) -> np.ndarray:
         region: tuple[int | slice, ...] = (i, *[slice(0, n) for n in a.shape])
         out[region] = a
     return out
-
-
-def read_values(ds: h5py.Dataset) -> np.ndarray:
-    """All values of a small variable; variable-length strings as text, not bytes."""
-    if h5py.check_string_dtype(ds.dtype) is not None and ds.dtype.kind == "O":
-        return np.asarray(ds.asstr()[()], dtype=object)
-    return np.asarray(ds[()])
 
 
 def convert_inline(
@@ -468,18 +364,18 @@ def _scan_one(
         else:
             reader = next(readers)
             _check_unchanged(pf, reader.etag)
-            opened = _open_reader(reader, pf.key)
+            opened = open_reader(reader, pf.key)
         with opened as f:
             fs = scan_file(f, pf.key, template, path_dims, concat)
     except RemoteReadError as e:
         raise storage.StorageError(f"{pf.key}: {e}") from None
     except (ScanError, OSError) as e:
-        failure = _store_failure(reader, pf.key)
+        failure = store_failure(reader, pf.key)
         if failure is not None:
             raise failure from None
         if isinstance(e, ScanError):
             raise
-        raise ScanError(f"{pf.key}: cannot read ({_h5msg(e)})") from None
+        raise ScanError(f"{pf.key}: cannot read ({h5_message(e)})") from None
     for name, (o, ln) in fs.refs.items():
         size = int(pf.size)
         if int((o + ln).max(initial=0)) > size:

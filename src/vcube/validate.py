@@ -25,6 +25,7 @@ from zarr.core.sync import sync
 from vcube import catalog, storage
 from vcube.catalog import Plan, PlannedFile
 from vcube.cube import history, open_repo
+from vcube.hdf import chunk_refs, file_node, open_h5
 from vcube.layout import RefPlacer, array_shape, chunk_grid
 from vcube.scan import convert_times, read_result, result_key
 from vcube.spec import DatasetSpec
@@ -239,9 +240,6 @@ def expected_chunks(spec: DatasetSpec, template: Template, shard: str) -> dict[s
 
 def static_chunks(spec: DatasetSpec, template: Template) -> dict[str, Ref]:
     """Chunk key -> ref of the virtual variables written once, from the template file."""
-    from vcube.scan import chunk_refs, open_h5
-    from vcube.template import file_node
-
     out: dict[str, Ref] = {}
     key = template.source_key
     with open_h5(catalog.source_location(spec), key) as f:

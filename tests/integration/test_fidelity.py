@@ -26,7 +26,7 @@ import yaml
 from tests.archives import VARIANT_GROUP, copy_with_changes, write_variant_archive
 from tests.conftest import write_spec
 from tests.support.s3server import REGION, S3Server
-from vcube import catalog, cube, template, validate
+from vcube import catalog, cube, hdf, template, validate
 from vcube.run_local import run_local
 from vcube.scan import ScanError
 from vcube.spec import DatasetSpec
@@ -413,7 +413,7 @@ def test_inline_fill_value_rules(tmp_path: Path) -> None:
         d.attrs["_FillValue"] = np.float32(np.nan)
         f.create_dataset("s", data=np.array(["a"], dtype=h5py.string_dtype()))
     with h5py.File(path) as f:
-        fill = {k: template.inline_fill_value(f[k]) for k in f}
+        fill = {k: hdf.inline_fill_value(f[k]) for k in f}
     assert fill == {
         "f_plain": "NaN",
         "i_plain": -2147483647,
