@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: commit what is complete now)",
     )
     s.add_argument("--poll", type=float, default=5.0, help="seconds between looks (default 5)")
+    s.add_argument("--groups", default="", help="only these groups (default: all needing work)")
     s = cmd("scans-done", "mark a build's scan fan-out as over (its committer then finishes)")
     s.add_argument("--run-id", required=True, help="the id given to `commit-all` (Argo: uid)")
     s = cmd("validate", "check dims, chunks and sampled values against the source files")
@@ -236,14 +237,16 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
 
     spec = spec_mod.load_spec(args.spec)
     if args.command == "plan":
-        summary = steps.plan_step(spec, allow_missing=args.allow_missing)
-        if args.outputs_dir:
-            from vcube import catalog
+        out = Path(args.outputs_dir) if args.outputs_dir else None
 
-            groups = steps.groups_listing(spec, catalog.load_plan(spec), only=_ids(args.groups))
-            Path(args.outputs_dir).mkdir(parents=True, exist_ok=True)
-            (Path(args.outputs_dir) / "groups.json").write_text(json.dumps(groups))
-        return summary
+        def write_listing(groups: list[dict[str, Any]]) -> None:
+            if out:  # Argo fans out over it: ids only
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "groups.json").write_text(json.dumps(groups))
+
+        return steps.plan_step(
+            spec, allow_missing=args.allow_missing, only=_ids(args.groups), on_listing=write_listing
+        )
     if args.command == "init":
         return steps.init_step(spec)
     if args.command == "scan":
@@ -259,7 +262,9 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
             if done:
                 log.info("commit-all: %d/%d groups", done, total)
 
-        return steps.commit_all_step(spec, run_id=args.run_id, poll=args.poll, on_group=on_group)
+        return steps.commit_all_step(
+            spec, groups=_ids(args.groups), run_id=args.run_id, poll=args.poll, on_group=on_group
+        )
     if args.command == "scans-done":
         return steps.scans_done_step(spec, args.run_id)
     if args.command == "validate":

@@ -8,6 +8,7 @@ a JSON-serializable summary.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import traceback
@@ -21,18 +22,31 @@ from vcube.layout import check_grid
 from vcube.spec import DatasetSpec
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 
-def plan_step(spec: DatasetSpec, *, allow_missing: bool = False) -> dict[str, Any]:
+def plan_step(
+    spec: DatasetSpec,
+    *,
+    allow_missing: bool = False,
+    only: list[str] | None = None,
+    on_listing: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> dict[str, Any]:
+    """Plan, and list the groups that need work (of `only`, if given) for the fan-out.
+
+    `on_listing` receives that listing (Argo's groups.json); `todo` counts it, so a build with
+    nothing to do can skip everything but validate."""
     t0 = time.perf_counter()
     plan = catalog.make_plan(spec, allow_missing=allow_missing)
-    todo = groups_listing(spec, plan)
+    todo = groups_listing(spec, plan, only)
+    if on_listing:
+        on_listing(todo)
     return {
         "step": "plan",
         "files": plan.n_files,
         "shards": len(plan.shards),
         "groups": len(plan.groups),
-        "todo": len(todo),  # groups not committed with their current inputs
+        "todo": len(todo),  # groups (of `only`) not committed with their current inputs
         "dims": {d["name"]: d["length"] for d in plan.dims},
         "missing": len(plan.missing),
         "unexpected": len(plan.unexpected),
@@ -210,28 +224,32 @@ def scans_done_step(spec: DatasetSpec, run_id: str) -> dict[str, Any]:
 def commit_all_step(
     spec: DatasetSpec,
     *,
+    groups: list[str] | None = None,
     run_id: str | None = None,
     poll: float = 5.0,
     on_group: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """The fan-in's one committer: commit each group that needs work as soon as all its shards
-    are scanned, one Icechunk commit per group, while the scans go on.
+    """The fan-in's one committer: commit each group that needs work (of `groups`, if given) as
+    soon as all its shards are scanned, one Icechunk commit per group, while the scans go on.
 
     A group is complete when every shard has a result made from the current inputs (the result
     is written in one piece, so it is its own marker). With `run_id`, waits for more scans until
-    the build's scans-done marker appears; without, commits what is complete now. Groups still
-    incomplete after that fail the step, named with their failed shards. Killed at any point, a
-    re-run skips what the branch history has (same as `vcube commit`).
+    the build's scans-done marker appears; without, commits what is complete now. A group whose
+    data cannot be committed does not stop the others; it and the groups still incomplete at the
+    end fail the step, each named with its reason. Killed at any point, a re-run skips what the
+    branch history has (same as `vcube commit`).
     """
     t0 = time.perf_counter()
     plan = catalog.load_plan(spec)
+    check_groups(plan, groups)
     tmpl = template.load_template(spec)
     work_loc = catalog.work_location(spec)
     marker = scans_done_key(run_id) if run_id else None
     work = status.needs_work(plan, status.read_history(spec), tmpl)
-    todo = [g for g in plan.groups if work[g]]
+    todo = [g for g in plan.groups if work[g] and (not groups or g in groups)]
     total, done, changed, refs = len(todo), 0, 0, 0
+    failed: dict[str, str] = {}
     scanned: set[str] = set()
     if on_group:
         on_group(0, total)
@@ -243,27 +261,36 @@ def commit_all_step(
         scanned |= {s for s, st in states.items() if st == "scanned"}
         ready = [g for g in todo if all(s in scanned for s in plan.groups[g])]
         for g in ready:
-            res = cube.commit_group(spec, plan, tmpl, g)
+            todo.remove(g)
+            try:
+                res = cube.commit_group(spec, plan, tmpl, g)
+            except (cube.CommitError, template.TemplateError, scan.ScanError) as e:
+                if e.__cause__ is not None:  # maybe the store's fault: the step's retry decides
+                    raise
+                failed[g] = storage.first_line(e)
+                log.error("commit-all: group %s not committed: %s", g, failed[g])
+                continue
             changed += int(bool(res["changed"]))
             refs += int(res.get("refs", 0))
-            todo.remove(g)
             done += 1
             if on_group:
                 on_group(done, total)
         if todo and over:
-            shown = []
-            for g in todo[:10]:
+            for g in todo:
                 bad = [f"{s}: {errors[s]}" for s in plan.groups[g] if s in errors]
-                shown.append(f"{g} ({'; '.join(bad) if bad else 'scans missing'})")
-            more = f" and {len(todo) - 10} more" if len(todo) > 10 else ""
-            raise cube.CommitError(
-                f"{len(todo)} of {total} groups not committed, their scans are incomplete: "
-                + ", ".join(shown)
-                + more
-                + ". Committed groups stay; run the build again to redo the others."
-            )
+                failed[g] = "; ".join(bad) or "scans missing"  # its scans are incomplete
+            todo = []
         if todo and not ready:
             sleep(poll)
+    if failed:
+        shown = [f"{g} ({why})" for g, why in list(failed.items())[:10]]
+        more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
+        raise cube.CommitError(
+            f"{len(failed)} of {total} groups not committed: "
+            + ", ".join(shown)
+            + more
+            + ". Committed groups stay; run the build again to redo the others."
+        )
     return {
         "step": "commit-all",
         "groups": total,

@@ -180,6 +180,33 @@ def test_incomplete_groups_fail_by_name_once_scans_are_over(
     assert sorted(_group_commits(spec)) == ["000", "001", "002", "003"]
 
 
+def test_a_group_that_cannot_be_committed_does_not_stop_the_others(
+    archive: Path, make_spec: Callable[..., tuple[Path, DatasetSpec]], tmp_path: Path
+) -> None:
+    """Group 003's times disagree with the cube's: it fails by name, 004 and 005 (after it in
+    the plan's order) are still committed, and the branch holds no trace of 003."""
+    import h5py
+    import numpy as np
+
+    bad_root = tmp_path / "bad-archive"
+    subprocess.run(["cp", "-a", str(archive), str(bad_root)], check=True)
+    for f in sorted((bad_root / "003").rglob("*.nc")):
+        with h5py.File(f, "r+") as h:
+            h["time"][...] = np.asarray(h["time"][...]) + 1.0
+    spec_file, spec = make_spec(bad_root, name="shifted")
+    steps.plan_step(spec)
+    steps.init_step(spec)
+    for g in GROUPS:
+        _scan_group(spec, g)
+    res = subprocess.run(
+        [*VCUBE, "commit-all", str(spec_file)], capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 1, res.stderr
+    msg = res.stderr.strip().splitlines()[-1]
+    assert "1 of 6 groups not committed: 003 (group 003: " in msg, msg
+    assert sorted(_group_commits(spec)) == ["000", "001", "002", "004", "005"]
+
+
 def test_killed_committer_resumes_without_duplicates(planned: tuple[Path, DatasetSpec]) -> None:
     """kill -9 once the first commit has landed; the re-run commits the rest, each group once."""
     spec_file, spec = planned
