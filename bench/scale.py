@@ -39,14 +39,12 @@ _SCAN_SUMMARY = {
     "shard": "000-01",
     "step": "scan",
 }
-_COMMIT_SUMMARY = {
-    "changed": True,
-    "files": ATLAS_FILES_PER_SHARD * ATLAS_SHARDS_PER_GROUP,
-    "group": "000",
-    "refs": 24480,
-    "seconds": 12.181,
-    "snapshot": "MCC408M2JER26C7DKPZG",
-    "step": "commit",
+_COMMITTER_SUMMARY = {  # commit-all: one committer for every group
+    "committed": ATLAS_GROUPS,
+    "groups": ATLAS_GROUPS,
+    "refs": 24480 * ATLAS_GROUPS,
+    "seconds": 1412.337,
+    "step": "commit-all",
 }
 
 
@@ -217,8 +215,24 @@ def _tail(nodes: _Nodes, root: str, spec: dict[str, Any] | None = None) -> None:
             )  # fmt: skip
 
 
+def _fan_in(nodes: _Nodes, root: str) -> None:
+    """The one committer (``commit-all``) and ``scans-done``, beside the groups."""
+    nodes.retried_pod(
+        f"{root}.commit-all", "commit-all", "commit-all", _node_id(root), root,
+        outputs={
+            "summary": json.dumps(_COMMITTER_SUMMARY, sort_keys=True),
+            "refs": str(_COMMITTER_SUMMARY["refs"]),
+        },
+        progress=f"{ATLAS_GROUPS}/{ATLAS_GROUPS}",
+    )  # fmt: skip
+    nodes.retried_pod(
+        f"{root}.scans-done", "scans-done", "scans-done", _node_id(root), root,
+        outputs={"summary": json.dumps({"marker": "fanin/x/scans-done", "step": "scans-done"})},
+    )  # fmt: skip
+
+
 def _group_body(nodes: _Nodes, gname: str, boundary: str, g: dict[str, Any]) -> None:
-    """scan fan-out + commit of one group, under the node ``gname``."""
+    """The scan fan-out of one group, under the node ``gname`` (its commit is commit-all's)."""
     sfan = nodes.add(f"{gname}.scan", "scan", "TaskGroup", None, boundary, gname)
     for j, shard in enumerate(g["shards"]):
         summary = json.dumps(
@@ -236,21 +250,6 @@ def _group_body(nodes: _Nodes, gname: str, boundary: str, g: dict[str, Any]) -> 
             outputs={"summary": summary, "files": str(ATLAS_FILES_PER_SHARD)},
             progress=f"{ATLAS_FILES_PER_SHARD}/{ATLAS_FILES_PER_SHARD}",
         )  # fmt: skip
-    snapshot = hashlib.sha1(g["group"].encode()).hexdigest()[:20].upper()
-    summary = json.dumps(
-        {
-            **_COMMIT_SUMMARY,
-            "group": g["group"],
-            "snapshot": snapshot,
-            "seconds": _jitter(g["group"], "s", 5_000, 40_000) / 1000,
-        },
-        sort_keys=True,
-    )
-    nodes.retried_pod(
-        f"{gname}.commit", f"commit group {g['group']}", "commit", boundary, gname,
-        inputs={"group": g["group"]},
-        outputs={"summary": summary, "refs": str(_COMMIT_SUMMARY["refs"])},
-    )  # fmt: skip
 
 
 def _label(i: int, g: dict[str, Any]) -> str:
@@ -288,19 +287,21 @@ def workflow_nodes(
     spec: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``status.nodes`` of the parent (``design="parent"``) or of the rejected single Workflow
-    (``"single"``): plan, init, the groups, validate, and the exit handler of ``spec``."""
+    (``"single"``): plan, init, the groups, the committer, validate, and the exit handler of
+    ``spec``."""
     nodes = _Nodes({}, _descriptions())
     root = nodes.add(WORKFLOW_NAME, WORKFLOW_NAME, "DAG", "build", None, None)
     _head(nodes, root, n_groups, shards_per_group)
     fan = nodes.add(f"{root}.group", "group", "TaskGroup", None, _node_id(root), root)
     for i, g in enumerate(atlas_groups(n_groups, _months(shards_per_group))):
         _GROUP_NODES[design](nodes, f"{fan}({_label(i, g)})", _node_id(root), fan, g)
+    _fan_in(nodes, root)
     _tail(nodes, root, spec)
     return nodes.nodes
 
 
 def child_workflow_nodes(shards_per_group: int = ATLAS_SHARDS_PER_GROUP) -> dict[str, Any]:
-    """``status.nodes`` of one ``vcube-build-group`` child."""
+    """``status.nodes`` of one child of the build: its group's scans."""
     nodes = _Nodes({}, _descriptions())
     name = "vcube-build-group-k2x9q"
     root = nodes.add(name, name, "DAG", "group", None, None)

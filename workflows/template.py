@@ -1,20 +1,24 @@
-"""The WorkflowTemplates: ``vcube-build`` (plan → init → per group → validate) and
-``vcube-build-group`` (scan per shard → commit), one child workflow per group.
+"""The WorkflowTemplates: ``vcube-build`` (plan → init → scans, one child workflow per
+group, while one committer commits each group as its scans complete → validate) and
+``vcube-build-group`` (scan per shard → commit: one group by hand).
 
 Every step is a container running the ``vcube`` CLI with explicit arguments; the pods share
 nothing but the spec (its work area in object storage holds the plan and the shard results).
 Argo parameters carry ids only: ``plan`` writes ``groups.json`` (``[{"group", "shards"}]``),
-the parent fans out over it. Each group runs as its own child Workflow because one Workflow
-holding all 690 atlas groups would carry ~8 300 nodes, ~82 % of Argo's 1 MiB object limit even
-gzip-compressed (bench/scale.py, README "Scale").
+the parent fans out over it. Each group's scans run as their own child Workflow because one
+Workflow holding all 690 atlas groups would carry thousands of nodes, near Argo's 1 MiB object
+limit even gzip-compressed (bench/scale.py, README "Scale"). The fan-in is one long-lived
+``commit-all`` pod (README "Fan-in"): a pod per commit behind a mutex spent ~25 s of pod
+lifecycle per group, 690 times in a row.
 
 Sizing assumptions (per pod; see README.md for the numbers behind them):
 - plan lists the source prefix (~500 k keys for the atlas): 0.5 CPU, 1 Gi.
 - init reads one template file's metadata and writes coordinates: 1 CPU, 2 Gi.
 - scan reads HDF5 metadata only (~40 ms CPU and ~0.3 MB per file, 180 files per shard):
   0.5 CPU, 512 Mi request / 1 Gi limit. Runs on spot capacity, retried on node loss.
-- commit writes one group's refs (~24 k refs) and commits once: 1 CPU, 2 Gi. On-demand nodes,
-  one at a time per target repo (a mutex), retried on conflicts.
+- commit-all commits each group's refs (~24 k refs, one commit per group) for the whole
+  fan-out: 1 CPU, 2 Gi. On-demand nodes, one per target repo (a mutex); conflicts are rebased
+  inside the CLI.
 - validate samples values through the cube and from the sources: 1 CPU, 2 Gi.
 """
 
@@ -26,9 +30,11 @@ from typing import Any
 import yaml
 from hera.workflows import (
     DAG,
+    Artifact,
     Container,
     EmptyDirVolume,
     Env,
+    NoneArchiveStrategy,
     Parameter,
     Resource,
     Resources,
@@ -38,6 +44,7 @@ from hera.workflows import (
 from hera.workflows.models import (
     Backoff,
     Capabilities,
+    ContinueOn,
     Counter,
     IntOrString,
     Metrics,
@@ -197,7 +204,7 @@ def _vcube(
     memory_limit: str,
     display: str,
     inputs: list[Parameter] | None = None,
-    outputs: list[Parameter] | None = None,
+    outputs: list[Parameter | Artifact] | None = None,
     **kwargs: Any,
 ) -> Container:
     """One container template running the vcube CLI; shared security, scratch and labels."""
@@ -218,6 +225,9 @@ def _vcube(
         volumes=[EmptyDirVolume(name="scratch", mount_path=SCRATCH)],
         labels=labels(name),
         annotations={DISPLAY_NAME: display},
+        # A failed step's last log lines (the CLI's one-line reason, naming the file or group)
+        # become the node's message in the Argo UI, not just "exit code 1".
+        termination_message_policy="FallbackToLogsOnError",
         **kwargs,
     )
 
@@ -263,6 +273,8 @@ def _build_mutex() -> Synchronization:
 
 
 SPEC = "{{workflow.parameters.spec}}"
+# Names this build's fan-out for commit-all and scans-done (a retried committer keeps it).
+RUN_ID = "{{workflow.uid}}"
 COMMIT_MUTEX = "vcube-commit"
 BUILD_MUTEX = "vcube-build"
 PARENT_LABEL = "vcube.io/parent-workflow"
@@ -303,7 +315,11 @@ INLINE = _GroupRefs(
 
 
 def _group_templates(opts: BuildOptions, refs: _GroupRefs) -> DAG:
-    """scan per shard (fan-out) → commit: the body of one group, for both renderings."""
+    """scan per shard (fan-out), then (standalone only) commit: the body of one group.
+
+    Inside a build the group's commit is the parent's ``commit-all``; a group redone by hand
+    (the standalone template) commits itself.
+    """
     shard = refs.own_input("shard")
     scan = _vcube(
         opts,
@@ -332,28 +348,17 @@ def _group_templates(opts: BuildOptions, refs: _GroupRefs) -> DAG:
         ),
         active_deadline_seconds=3600,
     )
-    group = refs.own_input("group")
-    commit = _vcube(
-        opts,
-        "commit",
-        ["commit", SPEC, "--group", group],
-        cpu="1",
-        memory="2Gi",
-        memory_limit="3Gi",
-        display=f"commit-{group}",
-        inputs=[Parameter(name="group", description="commit group id, e.g. 012")],
-        outputs=[_scalar_output("refs", "chunk refs written by this commit")],
-        node_selector=opts.on_demand_selector,
-        synchronization=_commit_mutex(),
-        # Only transient failures are retried (the mutex is held through every backoff);
-        # conflicts with other writers are rebased inside the CLI, and re-running a committed
-        # group is a no-op (the CLI checks the commit metadata).
-        retry_strategy=_retry(5, "1s", factor=4),
-        metrics=Metrics(
-            prometheus=[_counter("vcube_refs_committed", "Chunk refs committed by vcube", "refs")]
-        ),
-        active_deadline_seconds=3600,
-    )
+    commit = None
+    if not refs.inline:
+        group = refs.own_input("group")
+        commit = _committer(
+            opts,
+            "commit",
+            ["commit", SPEC, "--group", group],
+            display=f"commit-{group}",
+            inputs=[Parameter(name="group", description="commit group id, e.g. 012")],
+            active_deadline_seconds=3600,
+        )
     with DAG(name="group", labels=labels("build-group")) as dag:
         scans = Task(
             name="scan",
@@ -361,9 +366,34 @@ def _group_templates(opts: BuildOptions, refs: _GroupRefs) -> DAG:
             arguments={"shard": "{{item}}"},
             with_param=refs.shards,
         )
-        commits = Task(name="commit", template=commit, arguments={"group": refs.group})
-        scans >> commits
+        if commit is not None:
+            scans >> Task(name="commit", template=commit, arguments={"group": refs.group})
     return dag
+
+
+def _committer(opts: BuildOptions, name: str, args: list[str], **kwargs: Any) -> Container:
+    """A step that commits groups: on-demand, one per target repo, transient failures retried.
+
+    Only transient failures are retried (the mutex is held through every backoff); conflicts
+    with other writers are rebased inside the CLI, and re-running a committed group is a no-op
+    (the CLI checks the commit metadata).
+    """
+    return _vcube(
+        opts,
+        name,
+        args,
+        cpu="1",
+        memory="2Gi",
+        memory_limit="3Gi",
+        outputs=[_scalar_output("refs", "chunk refs written by this step")],
+        node_selector=opts.on_demand_selector,
+        synchronization=_commit_mutex(),
+        retry_strategy=_retry(5, "1s", factor=4),
+        metrics=Metrics(
+            prometheus=[_counter("vcube_refs_committed", "Chunk refs committed by vcube", "refs")]
+        ),
+        **kwargs,
+    )
 
 
 def build_group_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
@@ -487,6 +517,7 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
                     value_from=ValueFrom(path=f"{OUTPUTS_DIR}/groups.json"),
                     description='[{"group": id, "shards": [ids]}]: ids only, no file lists',
                 ),
+                _scalar_output("todo", "groups that need work: 0 = nothing to scan or commit"),
             ],
             node_selector=opts.on_demand_selector,
             retry_strategy=_retry(2, "30s"),
@@ -543,6 +574,35 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
             # and waits again. A failed child fails the step.
             retry_strategy=_retry(2, "30s", transient_only=False),
         )
+        commit_all = _committer(
+            opts,
+            "commit-all",
+            [
+                "commit-all",
+                SPEC,
+                "--groups",
+                "{{workflow.parameters.groups}}",
+                "--run-id",
+                RUN_ID,
+                "--poll",
+                "5",
+            ],
+            display="commit-all",
+            # It lives as long as the fan-out; the workflow's deadline bounds it.
+            active_deadline_seconds=opts.active_deadline_seconds,
+        )
+        scans_done = _vcube(
+            opts,
+            "scans-done",
+            ["scans-done", SPEC, "--run-id", RUN_ID],
+            cpu="100m",
+            memory="256Mi",
+            memory_limit="512Mi",
+            display="scans-done",
+            node_selector=opts.on_demand_selector,
+            retry_strategy=_retry(5, "5s"),
+            active_deadline_seconds=600,
+        )
         validate = _vcube(
             opts,
             "validate",
@@ -568,29 +628,60 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
             retry_strategy=_retry(3, "10s"),
             active_deadline_seconds=600,
         )
-        # A failed group does not stop the others (failFast false): every group that can be
-        # committed is, and the build still fails, naming the failed group's node.
+        status = _vcube(
+            opts,
+            "status",
+            ["status", SPEC, "--plot", f"{OUTPUTS_DIR}/status.png"],
+            cpu="500m",
+            memory="1Gi",
+            memory_limit="2Gi",
+            display="status",
+            outputs=[
+                Artifact(
+                    name="status",
+                    path=f"{OUTPUTS_DIR}/status.png",
+                    optional=True,
+                    archive=NoneArchiveStrategy(),
+                )
+            ],
+            node_selector=opts.on_demand_selector,
+            retry_strategy=_retry(2, "10s"),
+            active_deadline_seconds=600,
+        )
+        # Nothing to do (every listed group committed with its current inputs): plan and
+        # validate only. Otherwise the scans (one child per group) and the one committer run
+        # side by side; the committer commits each group as its scans complete and finishes
+        # once scans-done marks the fan-out over. A failed group does not stop the others
+        # (failFast false): every group that can be committed is, and the build still fails,
+        # naming the failed group.
+        todo = "{{tasks.plan.outputs.parameters.todo}} > 0"
         with DAG(name="build", labels=labels("build"), fail_fast=False):
-            t_plan = Task(name="plan", template=plan)
-            t_init = Task(name="init", template=init)
-            t_groups = Task(
+            Task(name="plan", template=plan)
+            Task(name="init", template=init, depends="plan", when=todo)
+            Task(
                 name="group",
                 template=launch,
                 arguments={"group": "{{item.group}}", "shards": "{{item.shards}}"},
                 with_param="{{tasks.plan.outputs.parameters.groups}}",
+                depends="init",
             )
-            t_validate = Task(name="validate", template=validate)
-            t_plan >> t_init
-            t_init >> t_groups
-            t_groups >> t_validate
+            Task(name="commit-all", template=commit_all, depends="init", when=todo)
+            Task(
+                name="scans-done",
+                template=scans_done,
+                depends="group.Succeeded || group.Failed || group.Errored",
+            )
+            Task(name="validate", template=validate, depends="commit-all")
         # Children outlive a stopped or failed parent (owner references cascade only on
-        # deletion): the exit handler stops every child still running.
+        # deletion): the exit handler stops every child still running. It also draws the
+        # cube's state (groups x shards) as the build's output artifact, whatever the outcome.
         with DAG(name="exit", labels=labels("build")):
             Task(
                 name="stop-children",
                 template=stop,
                 when="{{workflow.status}} != Succeeded",
             )
+            Task(name="status", template=status, continue_on=ContinueOn(error=True, failed=True))
     return wt
 
 

@@ -248,6 +248,7 @@ def plot_status(summary: dict[str, Any], path: str | Path, *, title: str = "") -
     if legend:
         fig.legend(handles=legend, loc="lower center", ncol=len(legend), frameon=False)
     fig.suptitle(title or f"{len(ids)} groups", y=0.97)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # e.g. a pod's fresh outputs dir
     fig.savefig(path, dpi=dpi)
     size = fig.get_size_inches() * dpi
     geometry = {

@@ -1,6 +1,9 @@
 """Run a rendered Argo WorkflowTemplate's DAG locally, the way the controller would.
 
-Only what vcube-build uses: DAG templates with ``depends`` (task names joined by ``&&``),
+Only what vcube-build uses: DAG templates with ``depends`` (task names joined by ``&&`` or
+``||``, with ``.Succeeded`` / ``.Failed`` / ``.Errored``; tasks run one at a time, in order; a
+task skipped by ``when`` or an empty ``withParam`` satisfies a plain dependency and no
+``.Succeeded``-style one, whose task is then omitted),
 ``withParam`` over a JSON list (items may be objects: ``{{item.key}}``, lists rendered as JSON),
 input and workflow parameters, output parameters from ``valueFrom.path`` (with ``default``),
 container templates run as local processes, ``resource`` templates that apply a Workflow
@@ -10,7 +13,7 @@ container templates run as local processes, ``resource`` templates that apply a 
 completion (the success condition); applying the same name twice reuses the child. Expression
 tags are evaluated when they are a plain variable path (``{{=inputs.parameters.shard}}``).
 ``onExit`` runs after the entrypoint with ``workflow.status``, and a task's ``when`` of the form
-``A == B`` / ``A != B`` is honoured.
+``A op B`` (``==``, ``!=``, ``>``, ``<``, ``>=``, ``<=``; numbers compared as numbers) is honoured.
 Each container gets its own scratch directory in place of its ``/tmp`` emptyDir, and
 ``ARGO_PROGRESS_FILE`` like the Argo executor sets it.
 Retries, mutexes, node selectors and resources are scheduling concerns and are not emulated;
@@ -37,6 +40,9 @@ _VAR = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 # anything else unresolved in a resource manifest is left for the child.
 _STRICT_PREFIXES = ("item.", "steps.", "inputs.", "pod.", "workflow.", "tasks.")
 SCRATCH = "/tmp"
+
+
+_STATES = {"Succeeded", "Failed", "Errored"}
 
 
 class EmulationError(AssertionError):
@@ -124,6 +130,7 @@ class Emulator:
         params.update(arguments or {})
         self.global_scope = {f"workflow.parameters.{k}": v for k, v in params.items()}
         self.global_scope["workflow.name"] = self.name
+        self.global_scope["workflow.uid"] = f"uid-{self.name}"
         # A failed run raises without its exit handler: the handler's work (stopping children
         # through the Kubernetes API) needs a cluster; tests/cluster checks it for real.
         out = self._run_template(self.workflow["spec"]["entrypoint"], {}, self.name)
@@ -203,7 +210,7 @@ class Emulator:
         for t in tasks:
             names = re.findall(r"[A-Za-z0-9_-]+(?=\.|\b)", t.get("depends", ""))
             result = {n for n in names if n in by_name}
-            unknown = {n for n in names if n not in by_name and n not in {"Succeeded", "Failed"}}
+            unknown = {n for n in names if n not in by_name and n not in _STATES}
             if unknown or t.get("dependencies"):
                 raise EmulationError(f"task {t['name']}: unsupported depends {t.get('depends')!r}")
             deps[t["name"]] = result
@@ -218,10 +225,28 @@ class Emulator:
                 done.add(n)
         return order
 
+    @staticmethod
+    def _depends_hold(depends: str, skipped: set[str]) -> bool:
+        """A run task Succeeded (failures raise); a skipped one counts for plain names only."""
+
+        def state(m: re.Match[str]) -> str:
+            name, want = m.group(1), m.group(2)
+            if want is None:
+                return "True"
+            return str(want == "Succeeded" and name not in skipped)
+
+        expr = re.sub(r"([A-Za-z0-9_-]+)(?:\.(Succeeded|Failed|Errored))?", state, depends)
+        return bool(eval(expr.replace("||", " or ").replace("&&", " and "), {"__builtins__": {}}))
+
     def _run_dag(self, tmpl: dict[str, Any], scope: dict[str, Any], path: str) -> dict[str, str]:
         task_scope = dict(scope)
+        skipped: set[str] = set()
         for task in self._order(tmpl["dag"]["tasks"]):
             tpath = f"{path}/{task['name']}"
+            depends = task.get("depends")
+            if depends and not self._depends_hold(depends, skipped):
+                skipped.add(task["name"])  # omitted
+                continue
             if "withParam" in task:
                 raw = self.substitute(task["withParam"], task_scope)
                 try:
@@ -232,7 +257,8 @@ class Emulator:
                     raise EmulationError(f"{tpath}: withParam is not a JSON list: {raw[:200]!r}")
             else:
                 items = [None]
-            if "when" in task and not self._when(task["when"], task_scope):
+            if ("when" in task and not self._when(task["when"], task_scope)) or not items:
+                skipped.add(task["name"])
                 continue
             results = []
             for i, item in enumerate(items):
@@ -252,11 +278,26 @@ class Emulator:
 
     def _when(self, condition: str, scope: dict[str, Any]) -> bool:
         text = self.substitute(condition, scope)
-        for op in ("!=", "=="):
-            if op in text:
-                left, right = (x.strip() for x in text.split(op, 1))
-                return (left == right) == (op == "==")
-        raise EmulationError(f"unsupported when {condition!r}")
+        m = re.fullmatch(r"\s*(.*?)\s*(==|!=|>=|<=|>|<)\s*(.*?)\s*", text)
+        if not m:
+            raise EmulationError(f"unsupported when {condition!r}")
+        left, op, right = m.groups()
+        a: Any = left
+        b: Any = right
+        try:
+            a, b = float(left), float(right)
+        except ValueError:
+            if op not in ("==", "!="):
+                raise EmulationError(f"when {condition!r}: {op} needs numbers") from None
+        ops = {
+            "==": a == b,
+            "!=": a != b,
+            ">=": a >= b,
+            "<=": a <= b,
+            ">": a > b,
+            "<": a < b,
+        }
+        return bool(ops[op])
 
     def _run_container(
         self, tmpl: dict[str, Any], scope: dict[str, Any], path: str

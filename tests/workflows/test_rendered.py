@@ -146,7 +146,9 @@ def test_every_display_name_matches_argos_regex_after_substitution() -> None:
     assert names["vcube-build/init"] == "init-cube"
     assert names["vcube-build/group"] == "group-012"
     assert names["child/scan"] == names["vcube-build-group/scan"] == "scan-012-04"
-    assert names["child/commit"] == "commit-012"
+    assert names["vcube-build-group/commit"] == "commit-012"
+    assert names["vcube-build/commit-all"] == "commit-all"
+    assert "child/commit" not in names  # the child only scans
 
 
 def test_the_regex_check_can_fail() -> None:
@@ -189,7 +191,7 @@ def test_a_step_under_a_mutex_fails_at_once_on_a_deterministic_error() -> None:
     """Argo waits out the next backoff before it evaluates the retry expression, holding the
     step's mutex meanwhile (seen on the real controller): such steps back off 1 s first."""
     locked = [(w, t) for w, t in _all_templates() if "synchronization" in t]
-    assert {w.rsplit("/", 1)[-1] for w, _ in locked} == {"init", "commit"}
+    assert {w.rsplit("/", 1)[-1] for w, _ in locked} == {"init", "commit", "commit-all"}
     for where, t in locked:
         assert t["retryStrategy"]["backoff"]["duration"] == "1s", where
         assert int(t["retryStrategy"]["limit"]) >= 5, where
@@ -206,8 +208,11 @@ def test_scan_and_commit_policies() -> None:
     names = {m["name"] for t in (scan, commit) for m in t["metrics"]["prometheus"]}
     assert names == {"vcube_files_scanned", "vcube_refs_committed"}
     parent = {t["name"]: t for t in template_dict()["spec"]["templates"]}
-    # init writes to the repo too: the same mutex as commit.
+    # init and the build's committer write to the repo too: the same mutex as commit.
     assert parent["init"]["synchronization"] == commit["synchronization"]
+    assert parent["commit-all"]["synchronization"] == commit["synchronization"]
+    assert parent["commit-all"]["nodeSelector"] == commit["nodeSelector"]
+    assert parent["commit-all"]["retryStrategy"] == commit["retryStrategy"]
 
 
 def test_one_build_per_cube_and_failed_groups_do_not_stop_the_others() -> None:
@@ -246,7 +251,7 @@ def test_group_step_applies_one_deterministic_child_and_the_exit_handler_stops_t
     assert child["metadata"]["labels"]["vcube.io/parent-workflow"] == "vcube-build-x7k2p"
     # The exit handler: only when the build did not succeed, as the launcher identity.
     exit_dag = templates[spec["onExit"]]
-    (task,) = exit_dag["dag"]["tasks"]
+    (task,) = [t for t in exit_dag["dag"]["tasks"] if t["name"] == "stop-children"]
     assert task["when"] == "{{workflow.status}} != Succeeded"
     stop = templates[task["template"]]
     assert stop["container"]["args"][:2] == ["stop-children", "{{workflow.name}}"]
@@ -262,8 +267,11 @@ def test_child_is_pinned_inline_and_runs_the_group_template_steps() -> None:
     assert "workflowTemplateRef" not in child["spec"]
     standalone = group_template_dict()["spec"]
     inline = {t["name"]: t for t in child["spec"]["templates"]}
-    assert set(inline) == {t["name"] for t in standalone["templates"]}
+    # The same steps as the standalone template but its commit (the parent's commit-all's).
+    assert set(inline) == {t["name"] for t in standalone["templates"]} - {"commit"}
     for t in standalone["templates"]:
+        if t["name"] == "commit":
+            continue
         mine = inline[t["name"]]
         for key in ("retryStrategy", "nodeSelector", "synchronization", "activeDeadlineSeconds"):
             a, b = mine.get(key), t.get(key)
@@ -279,9 +287,8 @@ def test_child_is_pinned_inline_and_runs_the_group_template_steps() -> None:
         "group": "012",
         "shards": '["012-01","012-04","012-07","012-10"]',
     }
-    (scan_task, commit_task) = inline["group"]["dag"]["tasks"]
+    (scan_task,) = inline["group"]["dag"]["tasks"]
     assert scan_task["withParam"] == params["shards"]
-    assert commit_task["arguments"]["parameters"] == [{"name": "group", "value": "012"}]
     # The child's own references survive the parent's substitution, for the child to resolve.
     assert inline["scan"]["container"]["args"][3] == "{{=inputs.parameters.shard}}"
     assert scan_task["arguments"]["parameters"] == [{"name": "shard", "value": "{{item}}"}]
@@ -380,3 +387,33 @@ def _unresolved(spec: dict[str, Any]) -> list[tuple[str, str]]:
             for text in _strings(task):
                 problems += [(task["name"], v) for v in _VAR.findall(text) if v not in allowed]
     return problems
+
+
+def test_one_committer_runs_beside_the_scans_and_nothing_to_do_is_plan_and_validate() -> None:
+    spec = template_dict()["spec"]
+    templates = {t["name"]: t for t in spec["templates"]}
+    tasks = {t["name"]: t for t in templates[spec["entrypoint"]]["dag"]["tasks"]}
+    assert set(tasks) == {"plan", "init", "group", "commit-all", "scans-done", "validate"}
+    # Nothing to do: init and the committer are skipped, the fan-out's list is empty.
+    todo = "{{tasks.plan.outputs.parameters.todo}} > 0"
+    assert tasks["init"]["when"] == tasks["commit-all"]["when"] == todo
+    assert "when" not in tasks["plan"] and "when" not in tasks["validate"]
+    assert templates["plan"]["outputs"]["parameters"][-1]["valueFrom"]["path"].endswith("/todo")
+    # The committer starts with the scans (after init), and validate waits for it alone.
+    assert tasks["group"]["depends"] == tasks["commit-all"]["depends"] == "init"
+    assert tasks["validate"]["depends"] == "commit-all"
+    # scans-done runs once every child finished, failed or not, and names the same run.
+    assert tasks["scans-done"]["depends"] == "group.Succeeded || group.Failed || group.Errored"
+    args = templates["commit-all"]["container"]["args"]
+    run_id = args[args.index("--run-id") + 1]
+    assert run_id == "{{workflow.uid}}"
+    done_args = templates["scans-done"]["container"]["args"]
+    assert done_args[done_args.index("--run-id") + 1] == run_id
+    assert args[args.index("--groups") + 1] == "{{workflow.parameters.groups}}"
+    # The build's picture: drawn by the exit handler whatever the outcome, never failing it.
+    exit_tasks = {t["name"]: t for t in templates[spec["onExit"]]["dag"]["tasks"]}
+    assert "when" not in exit_tasks["status"]
+    assert exit_tasks["status"]["continueOn"] == {"error": True, "failed": True}
+    (art,) = templates["status"]["outputs"]["artifacts"]
+    assert art["path"] == "/tmp/outputs/status.png" and art["optional"] is True
+    assert templates["status"]["container"]["args"][2:4] == ["--plot", art["path"]]

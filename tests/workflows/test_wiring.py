@@ -100,13 +100,17 @@ def test_rendered_dags_build_the_cube_vcube_run_builds_and_resume(
     # 1. A partial build (groups=000), as if the first submission had been cut short.
     first = _emulator(tmp_path / "first")
     first.run({"spec": str(argo_spec), "groups": "000"})
+    # Emulated one task at a time: the committer runs after the scans, so it finds every
+    # group complete and commits without waiting for scans-done (tests/cluster: side by side).
     assert [n.template for n in first.nodes] == [
         "plan",
         "init",
         "scan",
         "scan",
-        "commit",
+        "commit-all",
+        "scans-done",
         "validate",
+        "status",
     ]
     plan_groups = json.loads(first.nodes[0].outputs["groups"])
     assert plan_groups == [{"group": "000", "shards": ["000-01", "000-04"]}]
@@ -114,7 +118,7 @@ def test_rendered_dags_build_the_cube_vcube_run_builds_and_resume(
     assert [c["metadata"]["name"] for c in first.children] == ["wf-g000"]
     assert all("workflowTemplateRef" not in c["spec"] for c in first.children)
     first_commit = json.loads(first.nodes[4].outputs["summary"])
-    assert first_commit["changed"] is True
+    assert (first_commit["groups"], first_commit["committed"]) == (1, 1)
     _check_outputs(first.nodes)
 
     # 2. Re-submitting the whole build: plan hands out only the groups not committed with their
@@ -126,7 +130,7 @@ def test_rendered_dags_build_the_cube_vcube_run_builds_and_resume(
     for node in again.nodes:
         by_template.setdefault(node.template, []).append(node)
     assert [n.template for n in again.nodes][:2] == ["plan", "init"]
-    assert again.nodes[-1].template == "validate"
+    assert [n.template for n in again.nodes][-2:] == ["validate", "status"]
     assert json.loads(again.nodes[0].outputs["groups"]) == [
         {"group": "001", "shards": ["001-01", "001-04"]}
     ]
@@ -134,11 +138,12 @@ def test_rendered_dags_build_the_cube_vcube_run_builds_and_resume(
         "scan-001-01",
         "scan-001-04",
     ]
-    commits = {n.display_name: json.loads(n.outputs["summary"]) for n in by_template["commit"]}
-    assert set(commits) == {"commit-001"}
-    assert commits["commit-001"]["changed"] is True
+    (committer,) = by_template["commit-all"]
+    assert committer.display_name == "commit-all"
+    assert json.loads(committer.outputs["summary"])["committed"] == 1  # group 001 only
+    assert committer.progress == "1/1"
     assert all(int(n.metrics["vcube_files_scanned"]) == 3 for n in by_template["scan"])
-    assert int(by_template["commit"][-1].metrics["vcube_refs_committed"]) > 0
+    assert int(committer.metrics["vcube_refs_committed"]) > 0
     # Scans report N/M progress.
     assert all(json.loads(n.outputs["summary"])["changed"] for n in by_template["scan"])
     assert all(n.progress == "3/3" for n in by_template["scan"])
@@ -150,6 +155,16 @@ def test_rendered_dags_build_the_cube_vcube_run_builds_and_resume(
     for child in again.children:
         assert child["metadata"]["labels"]["vcube.io/parent-workflow"] == "wf"
     assert [c["metadata"]["name"] for c in again.children] == ["wf-g001"]
+    # The exit handler drew the cube's state (the build's output artifact).
+    (status_node,) = by_template["status"]
+    picture = Path(json.loads(status_node.outputs["summary"])["plot"])
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # 3. Nothing left to do: plan and validate only (no init, scan or commit), then the picture.
+    idle = _emulator(tmp_path / "idle")
+    idle.run({"spec": str(argo_spec)})
+    assert [n.template for n in idle.nodes] == ["plan", "validate", "status"]
+    assert idle.nodes[0].outputs["todo"] == "0" and idle.children == []
 
     # `vcube status --workflow` still reports the cube when no cluster is reachable.
     status = subprocess.run(
@@ -163,7 +178,7 @@ def test_rendered_dags_build_the_cube_vcube_run_builds_and_resume(
     assert report["counts"] == {"committed": 2}
     assert "cannot reach the Argo Server" in report["workflow"]["error"]
 
-    # 3. The local executor builds an identical cube from the same archive.
+    # 4. The local executor builds an identical cube from the same archive.
     subprocess.run(
         [str(VCUBE), "run", str(local_spec), "--workers", "2", "--quiet"],
         check=True,
