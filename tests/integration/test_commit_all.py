@@ -11,7 +11,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +64,10 @@ def _committed(spec: DatasetSpec) -> list[str]:
     ]
 
 
+def _landed(spec: DatasetSpec, n: int) -> bool:
+    return len(_committed(spec)) >= n
+
+
 def _scan_group(spec: DatasetSpec, group: str) -> None:
     for sid in catalog.load_plan(spec).groups[group]:
         steps.scan_step(spec, sid)
@@ -71,7 +77,7 @@ def _wait_for(
     pred: Callable[[], bool],
     timeout: float,
     what: str,
-    proc: subprocess.Popen[str] | None = None,
+    proc: subprocess.Popen[Any] | None = None,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -232,3 +238,62 @@ def test_killed_committer_resumes_without_duplicates(planned: tuple[Path, Datase
     assert json.loads(res.stdout)["groups"] == POLYGONS - len(landed)
     assert sorted(_group_commits(spec)) == GROUPS
     assert steps.validate_step(spec, samples=2)["files_checked_for_chunks"] == POLYGONS * 4
+
+
+def test_committer_killed_at_five_points_ends_like_a_clean_build(
+    archive: Path, make_spec: Callable[..., tuple[Path, DatasetSpec]]
+) -> None:
+    """kill -9 of `vcube commit-all` at five moments of its run (start-up, then while the 2nd to
+    5th commits are written); each re-run gives the clean build's cube, one commit per group."""
+    import xarray as xr
+
+    from vcube import validate
+
+    def prepared(name: str) -> tuple[Path, DatasetSpec]:
+        spec_file, spec = make_spec(archive, name=name)
+        steps.plan_step(spec)
+        steps.init_step(spec)
+        for g in GROUPS:
+            _scan_group(spec, g)
+        return spec_file, spec
+
+    def committer(spec_file: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [*VCUBE, "commit-all", str(spec_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    clean_file, clean = prepared("clean")
+    t0 = time.perf_counter()
+    proc = committer(clean_file)
+    _wait_for(lambda: len(_committed(clean)) >= 1, 120, "the clean run's first commit", proc)
+    first_commit = time.perf_counter() - t0
+    assert proc.wait(timeout=300) == 0
+    with validate.open_cube(clean, decode_times=False) as ds:
+        reference = ds.load()
+    # Kill points: during start-up (nothing committed yet), then as soon as 1, 2, 3 and 4
+    # commits are visible, i.e. somewhere in the next commit's write or commit.
+    killed_with = []
+    for n, after in enumerate([0, 1, 2, 3, 4]):
+        spec_file, spec = prepared(f"kill{n}")
+        proc = committer(spec_file)
+        if after == 0:
+            time.sleep(first_commit / 2)
+        else:
+            _wait_for(partial(_landed, spec, after), 120, f"commit {after}", proc)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL, f"finished before kill {n}"
+        landed = _committed(spec)
+        assert set(landed) <= set(GROUPS) and len(set(landed)) == len(landed)
+        killed_with.append(len(landed))
+        res = subprocess.run(
+            [*VCUBE, "commit-all", str(spec_file)], capture_output=True, text=True, timeout=300
+        )
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["groups"] == POLYGONS - len(landed)
+        assert sorted(_group_commits(spec)) == GROUPS  # exactly one commit per group
+        with validate.open_cube(spec, decode_times=False) as ds:
+            xr.testing.assert_identical(ds.load(), reference)
+    # The kills fell at different stages: before any commit and between or in commits.
+    assert killed_with[0] == 0 and max(killed_with) >= 3, killed_with
