@@ -28,7 +28,8 @@ import numpy as np
 import yaml
 
 from bench import common
-from vcube import catalog, cube, hdf, scan, storage, template
+from vcube import cube, hdf, scan, storage, template, workarea
+from vcube.plan import Plan, PlannedFile, build_layout, build_plan
 from vcube.sample import INJECTION_MONTHS, sample_path
 
 INJECTIONS = list(INJECTION_MONTHS)
@@ -45,12 +46,12 @@ def synthetic_listing(
     ]
 
 
-def write_shard_lists(spec: Any, shard_files: dict[str, list[catalog.PlannedFile]]) -> None:
+def write_shard_lists(spec: Any, shard_files: dict[str, list[PlannedFile]]) -> None:
     """The per-shard file lists `vcube plan` writes (a re-commit reads them)."""
-    work = catalog.work_location(spec)
+    work = workarea.work_location(spec)
     for sid, files in shard_files.items():
         payload = json.dumps([dataclasses.asdict(p) for p in files], sort_keys=True).encode()
-        storage.write_bytes(work, catalog.shard_key(sid), payload)
+        storage.write_bytes(work, workarea.shard_key(sid), payload)
 
 
 def _inline_value(v: template.VarSchema, pos: dict[str, int]) -> np.ndarray:
@@ -64,11 +65,11 @@ def _inline_value(v: template.VarSchema, pos: dict[str, int]) -> np.ndarray:
 def write_shard_results(
     spec: Any,
     tmpl: template.Template,
-    plan: catalog.Plan,
-    shard_files: dict[str, list[catalog.PlannedFile]],
-    real: list[tuple[catalog.PlannedFile, scan.FileScan]],
+    plan: Plan,
+    shard_files: dict[str, list[PlannedFile]],
+    real: list[tuple[PlannedFile, scan.FileScan]],
 ) -> None:
-    work = catalog.work_location(spec)
+    work = workarea.work_location(spec)
     dims = spec.cube.dim_names
     virt = tmpl.virtual_varying()
     inl = tmpl.inline_varying()
@@ -102,24 +103,24 @@ def write_shard_results(
                 }
             )
         meta = {"shard": sid, "digest": _result_digest(plan, sid, tmpl), "files": metas}
-        storage.write_bytes(work, scan.result_key(sid), scan.write_result(meta, arrays))
+        storage.write_bytes(work, workarea.result_key(sid), scan.write_result(meta, arrays))
 
 
 def save_layout(
     spec: Any,
-    plan: catalog.Plan,
+    plan: Plan,
     tmpl: template.Template,
-    shard_files: dict[str, list[catalog.PlannedFile]],
+    shard_files: dict[str, list[PlannedFile]],
     steps: list[int],
 ) -> None:
     """The layout `vcube init` would learn from the layout shards (every file `steps` long)."""
     dims = spec.cube.dim_names
     files = [(pf.key, pf.pos, steps) for sid in plan.layout_shards for pf in shard_files[sid]]
-    tmpl.layout = catalog.build_layout(plan, dims, dims.index(spec.cube.commit_by), files)
-    catalog.save_layout(spec, tmpl.layout)
+    tmpl.layout = build_layout(plan, dims, dims.index(spec.cube.commit_by), files)
+    workarea.save_layout(spec, tmpl.layout)
 
 
-def _result_digest(plan: catalog.Plan, sid: str, tmpl: template.Template) -> str:
+def _result_digest(plan: Plan, sid: str, tmpl: template.Template) -> str:
     """The digest `vcube scan` writes into a shard result (what `vcube commit` checks)."""
     of = getattr(scan, "result_digest", None)  # newer vcube: the template is part of it
     return of(plan.shards[sid]["digest"], tmpl) if of else str(plan.shards[sid]["digest"])
@@ -131,7 +132,7 @@ def du(path: Path) -> int:
 
 def build(
     arch: common.Archive, *, polygons: int, months: int, real_files: int
-) -> tuple[Any, catalog.Plan, template.Template, dict[str, Any]]:
+) -> tuple[Any, Plan, template.Template, dict[str, Any]]:
     """Plan, init and write synthetic shard results; returns (spec, plan, template, info)."""
     base = common.CACHE / "atlas-cube"
     shutil.rmtree(base, ignore_errors=True)
@@ -140,7 +141,7 @@ def build(
     (base / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     real_planned = [pf for fs in common.plan_files(spec).values() for pf in fs][:real_files]
     tmpl = template.derive_template(spec, real_planned[0].key)
-    src = catalog.source_location(spec)
+    src = workarea.source_location(spec)
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     real = []
     for pf in real_planned:
@@ -150,10 +151,10 @@ def build(
     listing = synthetic_listing(
         polygons, months, real_planned[0].size, datetime(2026, 1, 1, tzinfo=UTC)
     )
-    plan, shard_files = catalog.build_plan(spec, listing)
-    work = catalog.work_location(spec)
+    plan, shard_files = build_plan(spec, listing)
+    work = workarea.work_location(spec)
     write_shard_lists(spec, shard_files)
-    storage.write_bytes(work, catalog.PLAN_KEY, plan.to_json())
+    storage.write_bytes(work, workarea.PLAN_KEY, plan.to_json())
     plan_s = time.perf_counter() - t0
     template.save_template(spec, tmpl)
     save_layout(spec, plan, tmpl, shard_files, real[0][1].steps)
@@ -175,7 +176,7 @@ def build(
     return spec, plan, tmpl, info
 
 
-def commit_all(spec: Any, plan: catalog.Plan, tmpl: template.Template) -> dict[str, Any]:
+def commit_all(spec: Any, plan: Plan, tmpl: template.Template) -> dict[str, Any]:
     groups = list(plan.groups)
     in_process, last = groups[:-1], groups[-1]
     seconds, cpu, refs = [], [], 0
@@ -222,7 +223,7 @@ def commit_all(spec: Any, plan: catalog.Plan, tmpl: template.Template) -> dict[s
     }
 
 
-def read_bench(spec: Any, plan: catalog.Plan, arch: common.Archive, reps: int) -> dict[str, Any]:
+def read_bench(spec: Any, plan: Plan, arch: common.Archive, reps: int) -> dict[str, Any]:
     """Section 5: open the cube with xarray; one 3-D chunk through the cube vs h5py.
 
     Each repetition reads a different chunk, with every method, in rotated order.
@@ -248,7 +249,7 @@ def read_bench(spec: Any, plan: catalog.Plan, arch: common.Archive, reps: int) -
     dsn = xr.open_zarr(store, consolidated=False, chunks=None)
     var = "DIC"
     zarr_arr = zarr.open_array(store, path=var, mode="r")
-    work = catalog.work_location(spec)
+    work = workarea.work_location(spec)
     groups = list(plan.groups)
     fill = np.float32(9.96921e36)
     times: dict[str, list[float]] = {
@@ -262,7 +263,7 @@ def read_bench(spec: Any, plan: catalog.Plan, arch: common.Archive, reps: int) -
     for r in range(reps):
         g = groups[(r * 97) % len(groups)]
         sid = plan.groups[g][r % len(plan.groups[g])]
-        res = scan.read_result(storage.read_bytes(work, scan.result_key(sid)))
+        res = scan.read_result(storage.read_bytes(work, workarea.result_key(sid)))
         fm = res.meta["files"][(r * 13) % len(res.meta["files"])]
         p, d, t = fm["pos"]
         path = arch.root / fm["key"]

@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from vcube import catalog, storage, template
+from vcube import storage, template, workarea
+from vcube.plan import PlannedFile, build_plan
 from vcube.spec import DatasetSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,9 +112,9 @@ def loadable_variables(tmpl: template.Template) -> list[str]:
     return sorted(v.name for v in tmpl.variables.values() if v.kind == "inline")
 
 
-def plan_files(spec: DatasetSpec) -> dict[str, list[catalog.PlannedFile]]:
-    src = catalog.source_location(spec)
-    _, shard_files = catalog.build_plan(spec, storage.list_objects(src), allow_missing=True)
+def plan_files(spec: DatasetSpec) -> dict[str, list[PlannedFile]]:
+    src = workarea.source_location(spec)
+    _, shard_files = build_plan(spec, storage.list_objects(src), allow_missing=True)
     return shard_files
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench import common
-from vcube import catalog, cube, spec, template
+from vcube import cube, spec, template, workarea
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     from pyinstrument import Profiler
 
     sp = spec.load_spec(common.CACHE / "atlas-cube" / "spec.yaml")
-    plan = catalog.load_plan(sp)
+    plan = workarea.load_plan(sp)
     tmpl = template.load_template(sp)
     repo = cube.open_repo(sp)
     hist_s = []

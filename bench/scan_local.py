@@ -13,7 +13,7 @@ from typing import Any
 import h5py
 
 from bench import common
-from vcube import catalog, hdf, scan
+from vcube import hdf, scan, workarea
 
 
 def h5py_floor(path: Path) -> int:
@@ -39,7 +39,7 @@ def make_methods(spec: Any, tmpl: Any) -> dict[str, Any]:
     from virtualizarr import open_virtual_dataset
     from virtualizarr.parsers import HDFParser
 
-    src = catalog.source_location(spec)
+    src = workarea.source_location(spec)
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     loadable = common.loadable_variables(tmpl)
     registry = ObjectStoreRegistry({src.url: src.store})
@@ -74,7 +74,7 @@ def profile_vcube(spec: Any, tmpl: Any, keys: list[str], out: Path) -> None:
     """A pyinstrument profile of vcube's per-file scan (the hot path), as text."""
     from pyinstrument import Profiler
 
-    src = catalog.source_location(spec)
+    src = workarea.source_location(spec)
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     prof = Profiler(interval=0.0005)
     prof.start()

@@ -26,7 +26,7 @@ from typing import Any
 from bench import common
 from tests.support.faultproxy import FaultProxy, RequestRecord
 from tests.support.s3server import AWS_ENV_TO_CLEAR, REGION, S3Server, dummy_aws_env
-from vcube import catalog, scan, template
+from vcube import scan, template, workarea
 from vcube.spec import DatasetSpec
 
 BUCKET = "bench-archive"
@@ -67,7 +67,7 @@ def _prefetched_scan(
 
     spec = DatasetSpec.model_validate_json(spec_json)
     tmpl = template.Template.from_json(tmpl_json)
-    src = catalog.source_location(spec)
+    src = workarea.source_location(spec)
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     items = [(pf.key, ObjectVersion(pf.size, None, None)) for pf in files]
     n, misses = 0, []
@@ -157,7 +157,7 @@ def _measure(
     from virtualizarr import open_virtual_dataset
     from virtualizarr.parsers import HDFParser
 
-    src = catalog.source_location(spec)
+    src = workarea.source_location(spec)
     registry = ObjectStoreRegistry({src.url: src.store})
     loadable = common.loadable_variables(tmpl)
     proxy.reset_stats()

@@ -320,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     # from one process, so only errors are worth a line. Set ICECHUNK_LOG to see more.
     os.environ.setdefault("ICECHUNK_LOG", "error")
     from vcube.argo import ArgoError
-    from vcube.catalog import PlanError
     from vcube.cube import CommitError
+    from vcube.plan import PlanError
     from vcube.scan import ScanError
     from vcube.spec import SpecError
     from vcube.status import PlotUnavailable

@@ -22,8 +22,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync
 
-from vcube import catalog, storage
-from vcube.catalog import Plan
+from vcube import storage, workarea
 from vcube.hdf import chunk_refs, file_node, open_h5, read_values
 from vcube.layout import (
     CommitError,
@@ -33,9 +32,11 @@ from vcube.layout import (
     chunk_grid,
     cube_chunks,
 )
-from vcube.scan import ShardResult, read_result, result_digest, result_key
+from vcube.plan import Plan, PlanError
+from vcube.scan import ShardResult, read_result, result_digest
 from vcube.spec import DatasetSpec
 from vcube.template import Template, VarSchema
+from vcube.workarea import result_key
 
 META_KIND = "vcube"
 COMMIT_TRIES = 50
@@ -48,7 +49,7 @@ MANIFEST_CONCURRENCY = 16
 def repo_config(spec: DatasetSpec) -> icechunk.RepositoryConfig:
     """Virtual chunk container for the source, and one manifest per commit group and array."""
     cfg = icechunk.RepositoryConfig.default()
-    cfg.set_virtual_chunk_container(storage.virtual_chunk_container(catalog.source_location(spec)))
+    cfg.set_virtual_chunk_container(storage.virtual_chunk_container(workarea.source_location(spec)))
     split = icechunk.ManifestSplittingConfig.from_dict(
         {
             icechunk.ManifestSplitCondition.AnyArray(): {
@@ -93,7 +94,7 @@ def open_repo(spec: DatasetSpec, *, create: bool = False) -> icechunk.Repository
     if key in _OPEN_REPOS:
         return _OPEN_REPOS[key]
     st = storage.icechunk_storage(loc)
-    creds = storage.virtual_chunk_credentials(catalog.source_location(spec))
+    creds = storage.virtual_chunk_credentials(workarea.source_location(spec))
     try:
         if icechunk.Repository.exists(st):
             repo = icechunk.Repository.open(
@@ -213,7 +214,7 @@ def init_cube(
         {"zarr_format": 3, "node_type": "group", "attributes": template.attrs}, sort_keys=True
     ).encode()
     _set_json(store, "zarr.json", root_doc)
-    src = catalog.source_location(spec)
+    src = workarea.source_location(spec)
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     wanted = set(template.variables) | path_dims
     for name in zarr.open_group(store, mode="r").array_keys():
@@ -333,7 +334,7 @@ def inputs_digest(plan: Plan, template: Template, group: str) -> str:
 def load_group_results(
     spec: DatasetSpec, plan: Plan, template: Template, group: str
 ) -> list[ShardResult]:
-    work = catalog.work_location(spec)
+    work = workarea.work_location(spec)
     out = []
     for sid in plan.groups[group]:
         try:
@@ -431,7 +432,7 @@ def _write_group(
     on_file: Callable[[int, int], None] | None,
 ) -> tuple[int, int]:
     """Write a group's chunk refs and inline values into a session; returns (files, refs)."""
-    src = catalog.source_location(spec)
+    src = workarea.source_location(spec)
     virt = template.virtual_varying()
     n_files = sum(len(r.meta["files"]) for r in results)
     refs = 0
@@ -445,7 +446,7 @@ def _write_group(
         for i, fmeta in enumerate(res.meta["files"]):
             try:
                 layout.check_file(fmeta["key"], fmeta["pos"], fmeta["steps"])
-            except catalog.PlanError as e:
+            except PlanError as e:
                 raise CommitError(f"group {group}: {e}") from None
             places = layout.places(fmeta["pos"])
             url = src.url_of(fmeta["key"])
@@ -621,7 +622,7 @@ def _some(groups: dict[str, Any]) -> str:
 def opening_snippet(spec: DatasetSpec) -> str:
     """Three lines of Python that open the cube with xarray, needing nothing but this snippet."""
     repo = storage.resolve(spec.target.repo, spec.target.storage)
-    src = catalog.source_location(spec)
+    src = workarea.source_location(spec)
     if repo.is_local:
         st = f"icechunk.local_filesystem_storage({str(repo.local_path)!r})"
     else:

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from vcube.catalog import Layout, Plan
+from vcube.plan import Layout, Plan
 from vcube.spec import DatasetSpec
 from vcube.template import Template, TemplateError, VarSchema
 

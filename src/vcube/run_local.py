@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from vcube import catalog, cube, status, steps, template
+from vcube import cube, status, steps, template, workarea
 from vcube.spec import DatasetSpec
 
 
@@ -51,7 +51,7 @@ def run_local(
             else ""
         )
     )
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     steps.check_groups(plan, groups)
     init_summary = steps.init_step(spec)
     say(

@@ -18,7 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vcube import catalog, storage
+from vcube import storage, workarea
 from vcube.hdf import (
     ScanError,
     TemplateError,
@@ -35,6 +35,7 @@ from vcube.hdf import (
     store_failure,
 )
 from vcube.layout import file_grid
+from vcube.plan import PlannedFile
 from vcube.spec import DatasetSpec
 from vcube.template import Template, VarSchema, compare_fingerprint
 
@@ -47,15 +48,7 @@ def result_digest(shard_digest: str, template: Template) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def result_key(shard: str) -> str:
-    return f"scans/{shard}.zip"
-
-
-def error_key(shard: str) -> str:
-    return f"errors/{shard}.json"
-
-
-def _check_unchanged(pf: catalog.PlannedFile, etag: str | None) -> None:
+def _check_unchanged(pf: PlannedFile, etag: str | None) -> None:
     """A file replaced between plan and scan would get refs with the old checksum: say so now."""
     if etag is not None and pf.version.startswith('"') and etag != pf.version:
         raise ScanError(
@@ -259,7 +252,7 @@ def scan_shard(
     spec: DatasetSpec,
     template: Template,
     shard: str,
-    files: list[catalog.PlannedFile],
+    files: list[PlannedFile],
     digest: str,
     *,
     on_file: Callable[[int, int], None] | None = None,
@@ -270,7 +263,7 @@ def scan_shard(
     Files found in `reuse` (their scans from an earlier result, same identity and template) are
     not opened: the result is the same bytes as a scan of every file.
     """
-    src = catalog.source_location(spec)
+    src = workarea.source_location(spec)
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     virt = template.virtual_varying()
     inl = [v for v in template.inline_varying() if v.name not in path_dims]
@@ -343,7 +336,7 @@ def _value_dtype(v: VarSchema) -> np.dtype:
 
 
 def _scan_one(
-    pf: catalog.PlannedFile,
+    pf: PlannedFile,
     src: storage.Location,
     readers: Iterator[Any] | None,
     template: Template,
@@ -389,7 +382,7 @@ def _scan_one(
 FileId = tuple[str, int, str]  # key, size, version (ETag, else last-modified) as planned
 
 
-def file_id(pf: catalog.PlannedFile) -> FileId:
+def file_id(pf: PlannedFile) -> FileId:
     """What a file's scan depends on besides the template: a new version is a new file."""
     return (pf.key, int(pf.size), pf.version)
 

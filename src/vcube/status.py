@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from vcube import catalog, cube, scan, storage
-from vcube.catalog import Plan
+from vcube import cube, scan, storage, workarea
+from vcube.plan import Plan, PlanError
 from vcube.spec import DatasetSpec
 from vcube.template import Template, TemplateError, load_template
 
@@ -63,12 +63,10 @@ def needs_work(plan: Plan, hist: cube.History, template: Template | None) -> dic
 def current_template(spec: DatasetSpec, plan: Plan) -> Template | None:
     """The template `init` will use for this plan, if it is the stored one (else None: init
     derives a new one, and every group's inputs change with it)."""
-    from vcube import steps
-
     try:
         tmpl = load_template(spec)
-        pf = steps.template_file(spec, plan)
-    except (TemplateError, catalog.PlanError):
+        pf = workarea.template_file(spec, plan)
+    except (TemplateError, PlanError):
         return None
     if tmpl.source_key != pf.key or tmpl.spec_digest != spec.digest():
         return None
@@ -93,7 +91,7 @@ def shard_states(
     a stale scan of a changed shard shows as pending. One listing per prefix, then the small
     meta of each listed result, in parallel.
     """
-    work = catalog.work_location(spec)
+    work = workarea.work_location(spec)
     wanted = set(shards)
     failed: dict[str, str] = {}
     for info in storage.list_objects(work, prefix="errors/"):
@@ -111,7 +109,7 @@ def shard_states(
         if template is None:
             return False
         try:
-            meta = scan.read_meta(storage.read_bytes(work, scan.result_key(sid)))
+            meta = scan.read_meta(storage.read_bytes(work, workarea.result_key(sid)))
         except FileNotFoundError:
             return False
         return bool(meta.get("digest") == scan.result_digest(plan.shards[sid]["digest"], template))
@@ -145,7 +143,7 @@ def group_state(committed: str | None, shards: list[str]) -> str:
 
 def status(spec: DatasetSpec) -> dict[str, Any]:
     """Per group: its state, its shards' states, its snapshot; counts per state."""
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     hist = read_history(spec)
     try:
         tmpl: Template | None = load_template(spec)

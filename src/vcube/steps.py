@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import traceback
 import zipfile
 from collections.abc import Callable
 from typing import Any
 
-from vcube import catalog, cube, scan, status, storage, template
-from vcube.catalog import Plan
+from vcube import cube, scan, status, storage, template, workarea
 from vcube.layout import check_grid
+from vcube.plan import Layout, Plan, PlanError, build_layout, build_plan
 from vcube.spec import DatasetSpec
 
 Progress = Callable[[int, int], None]
@@ -37,7 +36,9 @@ def plan_step(
     `on_listing` receives that listing (Argo's groups.json); `todo` counts it, so a build with
     nothing to do can skip everything but validate."""
     t0 = time.perf_counter()
-    plan = catalog.make_plan(spec, allow_missing=allow_missing)
+    src = workarea.source_location(spec)
+    plan, shard_files = build_plan(spec, storage.list_objects(src), allow_missing=allow_missing)
+    workarea.write_plan(spec, plan, shard_files)
     todo = groups_listing(spec, plan, only)
     if on_listing:
         on_listing(todo)
@@ -73,24 +74,12 @@ def groups_listing(
 def check_groups(plan: Plan, groups: list[str] | None) -> None:
     unknown = [g for g in groups or [] if g not in plan.groups]
     if unknown:
-        raise catalog.PlanError(f"groups {unknown} are not in the plan")
-
-
-def template_file(spec: DatasetSpec, plan: Plan) -> catalog.PlannedFile:
-    """The template: `cube.template` if set, else the first file of the cube."""
-    if spec.cube.template:
-        for sid in plan.shards:
-            for pf in catalog.load_shard_files(spec, sid):
-                if pf.key == spec.cube.template:
-                    return pf
-        raise template.TemplateError(f"cube.template {spec.cube.template!r} is not a planned file")
-    first = next(iter(plan.shards))
-    return catalog.load_shard_files(spec, first)[0]
+        raise PlanError(f"groups {unknown} are not in the plan")
 
 
 def init_step(spec: DatasetSpec) -> dict[str, Any]:
-    plan = catalog.load_plan(spec)
-    pf = template_file(spec, plan)
+    plan = workarea.load_plan(spec)
+    pf = workarea.template_file(spec, plan)
     try:
         tmpl = template.load_template(spec)
         if tmpl.source_key != pf.key or tmpl.spec_digest != spec.digest():
@@ -115,24 +104,24 @@ def learn_layout(
     plan: Plan,
     tmpl: template.Template,
     scans: list[dict[str, Any]] | None = None,
-) -> catalog.Layout:
+) -> Layout:
     """How many steps each file holds, from the scans of the plan's layout shards.
 
     Those shards are scanned here (the scan step then finds them done: no file is read twice),
     so the arrays can be sized before any group is committed. Their summaries go to `scans`.
     """
-    work = catalog.work_location(spec)
+    work = workarea.work_location(spec)
     files = []
     for sid in plan.layout_shards:
         done = scan_step(spec, sid)
         if scans is not None:
             scans.append(done)
-        meta = scan.read_meta(storage.read_bytes(work, scan.result_key(sid)))
+        meta = scan.read_meta(storage.read_bytes(work, workarea.result_key(sid)))
         files += [(f["key"], f["pos"], f["steps"]) for f in meta["files"]]
     dims = spec.cube.dim_names
-    layout = catalog.build_layout(plan, dims, dims.index(spec.cube.commit_by), files)
+    layout = build_layout(plan, dims, dims.index(spec.cube.commit_by), files)
     check_grid(tmpl, layout)
-    catalog.save_layout(spec, layout)
+    workarea.save_layout(spec, layout)
     return layout
 
 
@@ -140,16 +129,16 @@ def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None)
     """Scan one shard; a shard already scanned with the same inputs is not scanned again, and
     of a shard whose files changed only the new or changed files are read."""
     t0 = time.perf_counter()
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     if shard not in plan.shards:
-        raise catalog.PlanError(f"shard {shard!r} is not in the plan")
+        raise PlanError(f"shard {shard!r} is not in the plan")
     tmpl = template.load_template(spec)
-    work = catalog.work_location(spec)
+    work = workarea.work_location(spec)
     digest = scan.result_digest(plan.shards[shard]["digest"], tmpl)
     previous: bytes | None = None
     old: dict[str, Any] = {}
     try:
-        previous = storage.read_bytes(work, scan.result_key(shard))
+        previous = storage.read_bytes(work, workarea.result_key(shard))
         old = scan.read_meta(previous)
     except (FileNotFoundError, zipfile.BadZipFile, KeyError, ValueError):
         previous = None  # none, or unreadable: scan every file
@@ -164,7 +153,7 @@ def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None)
             "refs": old["refs"],
             "seconds": round(time.perf_counter() - t0, 3),
         }
-    files = catalog.load_shard_files(spec, shard, plan)
+    files = workarea.load_shard_files(spec, shard, plan)
     # Files scanned before against the same template (same key, size and version) are taken
     # from the shard's previous result: a new month in a series scans only the new file.
     reuse = scan.reusable_scans(previous, tmpl, spec.cube.dim_names) if previous is not None else {}
@@ -178,11 +167,11 @@ def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None)
             "type": type(e).__name__,
             "trace": traceback.format_exc(limit=5),
         }
-        storage.write_bytes(work, scan.error_key(shard), json.dumps(err).encode())
+        storage.write_bytes(work, workarea.error_key(shard), json.dumps(err).encode())
         raise
-    storage.write_bytes(work, scan.result_key(shard), data)
-    if storage.exists(work, scan.error_key(shard)):  # a failure of an earlier try: it is over
-        storage.delete(work, scan.error_key(shard))
+    storage.write_bytes(work, workarea.result_key(shard), data)
+    if storage.exists(work, workarea.error_key(shard)):  # a failure of an earlier try: it is over
+        storage.delete(work, workarea.error_key(shard))
     return {
         "step": "scan",
         "shard": shard,
@@ -199,25 +188,15 @@ def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None)
 def commit_step(
     spec: DatasetSpec, group: str, *, on_file: Progress | None = None
 ) -> dict[str, Any]:
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     tmpl = template.load_template(spec)
     return cube.commit_group(spec, plan, tmpl, group, on_file=on_file)
 
 
-RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def scans_done_key(run_id: str) -> str:
-    """The marker a build writes when its scan fan-out is over (every scan node finished)."""
-    if not RUN_ID_RE.fullmatch(run_id):
-        raise catalog.PlanError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
-    return f"fanin/{run_id}/scans-done"
-
-
 def scans_done_step(spec: DatasetSpec, run_id: str) -> dict[str, Any]:
     """Tell this build's committer that no more scans will come (succeeded or not)."""
-    key = scans_done_key(run_id)
-    storage.write_bytes(catalog.work_location(spec), key, json.dumps({"run": run_id}).encode())
+    key = workarea.scans_done_key(run_id)
+    storage.write_bytes(workarea.work_location(spec), key, json.dumps({"run": run_id}).encode())
     return {"step": "scans-done", "run": run_id, "marker": key}
 
 
@@ -241,11 +220,11 @@ def commit_all_step(
     branch history has (same as `vcube commit`).
     """
     t0 = time.perf_counter()
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     check_groups(plan, groups)
     tmpl = template.load_template(spec)
-    work_loc = catalog.work_location(spec)
-    marker = scans_done_key(run_id) if run_id else None
+    work_loc = workarea.work_location(spec)
+    marker = workarea.scans_done_key(run_id) if run_id else None
     work = status.needs_work(plan, status.read_history(spec), tmpl)
     todo = [g for g in plan.groups if work[g] and (not groups or g in groups)]
     total, done, changed, refs = len(todo), 0, 0, 0
@@ -305,7 +284,7 @@ def validate_step(
 ) -> dict[str, Any]:
     from vcube import validate  # xarray: only the steps that read values pay for importing it
 
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     check_groups(plan, groups)
     tmpl = template.load_template(spec)
     return validate.validate_cube(spec, plan, tmpl, samples=samples, groups=groups)

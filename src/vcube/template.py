@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
-from vcube import catalog, storage
+from vcube import storage, workarea
 from vcube.hdf import (
     CF_ATTRS,
     TemplateError,
@@ -26,9 +26,9 @@ from vcube.hdf import (
     is_vlen_string,
     open_h5,
 )
+from vcube.plan import Layout
 from vcube.spec import DatasetSpec
 
-TEMPLATE_KEY = "template.json"
 # 2: fingerprints hold dims, layout, the filter pipeline and the CF attributes. A template of an
 # older vcube would not check those: `vcube init` derives it again.
 TEMPLATE_FORMAT = 2
@@ -59,9 +59,9 @@ class Template:
     file_group: str = ""  # the group inside each file the cube is built from ("": the root)
     dropped_groups: list[str] = field(default_factory=list)  # other groups, left out on purpose
     format: int = 0  # TEMPLATE_FORMAT when derived (absent from templates of older versions)
-    # Steps per file along the concat dims, learnt by init from scans (catalog.Layout). Kept
+    # Steps per file along the concat dims, learnt by init from scans (Layout). Kept
     # in its own object in the work area and out of the digest: scans do not depend on it.
-    layout: catalog.Layout | None = None
+    layout: Layout | None = None
 
     def to_json(self) -> bytes:
         raw = asdict(self)
@@ -80,7 +80,7 @@ class Template:
         return hashlib.sha256(self.to_json()).hexdigest()[:16]
 
     @property
-    def steps(self) -> catalog.Layout:
+    def steps(self) -> Layout:
         """The layout; every step after init needs it."""
         if self.layout is None:
             raise TemplateError("the cube's layout is not known yet: run `vcube init` first")
@@ -158,7 +158,7 @@ def _manifest_group(src: storage.Location, key: str, drop: list[str], group: str
 
 def derive_template(spec: DatasetSpec, key: str) -> Template:
     """Build the cube schema from one source file (VirtualiZarr metadata + h5py fingerprints)."""
-    src = catalog.source_location(spec)
+    src = workarea.source_location(spec)
     concat = spec.cube.dim_names
     group_path = spec.cube.file_group or ""
     drop = spec.cube.dropped_variables
@@ -258,13 +258,13 @@ def derive_template(spec: DatasetSpec, key: str) -> Template:
 
 
 def save_template(spec: DatasetSpec, template: Template) -> None:
-    storage.write_bytes(catalog.work_location(spec), TEMPLATE_KEY, template.to_json())
+    storage.write_bytes(workarea.work_location(spec), workarea.TEMPLATE_KEY, template.to_json())
 
 
 def load_template(spec: DatasetSpec) -> Template:
-    work = catalog.work_location(spec)
+    work = workarea.work_location(spec)
     try:
-        template = Template.from_json(storage.read_bytes(work, TEMPLATE_KEY))
+        template = Template.from_json(storage.read_bytes(work, workarea.TEMPLATE_KEY))
     except FileNotFoundError:
         raise TemplateError(
             f"no template in {spec.target.work_url}: run `vcube init` first"
@@ -274,6 +274,6 @@ def load_template(spec: DatasetSpec) -> Template:
             f"the template in {spec.target.work_url} was derived by an older vcube: run "
             "`vcube init` again"
         )
-    if storage.exists(work, catalog.LAYOUT_KEY):
-        template.layout = catalog.load_layout(spec)
+    if storage.exists(work, workarea.LAYOUT_KEY):
+        template.layout = workarea.load_layout(spec)
     return template

@@ -22,14 +22,15 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync
 
-from vcube import catalog, storage
-from vcube.catalog import Plan, PlannedFile
+from vcube import storage, workarea
 from vcube.cube import history, open_repo
 from vcube.hdf import chunk_refs, file_node, open_h5
 from vcube.layout import RefPlacer, array_shape, chunk_grid
-from vcube.scan import convert_times, read_result, result_key
+from vcube.plan import Plan, PlannedFile
+from vcube.scan import convert_times, read_result
 from vcube.spec import DatasetSpec
 from vcube.template import Template
+from vcube.workarea import result_key
 
 FULL_CHUNK_CHECK_LIMIT = 2_000_000  # list every chunk key when the cube has at most this many
 SAMPLED_SHARDS = 20  # shards whose chunks are checked one by one in a big cube
@@ -56,7 +57,7 @@ def open_cube(spec: DatasetSpec, **kwargs: Any) -> xr.Dataset:
 
 def open_source_file(spec: DatasetSpec, key: str, **kwargs: Any) -> xr.Dataset:
     """Open one source file with plain xarray — the reference a cube is compared with."""
-    src = catalog.source_location(spec)
+    src = workarea.source_location(spec)
     if spec.cube.file_group:
         kwargs.setdefault("group", spec.cube.file_group)
     if src.is_local:
@@ -216,7 +217,7 @@ def planned_files(
     out = []
     for g in groups or list(plan.groups):
         for sid in plan.groups[g]:
-            out.extend(catalog.load_shard_files(spec, sid, plan))
+            out.extend(workarea.load_shard_files(spec, sid, plan))
     return out
 
 
@@ -225,7 +226,7 @@ Ref = tuple[str, int, int]  # (source key, byte offset, length)
 
 def expected_chunks(spec: DatasetSpec, template: Template, shard: str) -> dict[str, Ref]:
     """Chunk key -> (source file, offset, length) for every chunk the shard's scan found stored."""
-    res = read_result(storage.read_bytes(catalog.work_location(spec), result_key(shard)))
+    res = read_result(storage.read_bytes(workarea.work_location(spec), result_key(shard)))
     out: dict[str, Ref] = {}
     placers = [RefPlacer(v, template.steps) for v in template.virtual_varying()]
     for i, f in enumerate(res.meta["files"]):
@@ -242,7 +243,7 @@ def static_chunks(spec: DatasetSpec, template: Template) -> dict[str, Ref]:
     """Chunk key -> ref of the virtual variables written once, from the template file."""
     out: dict[str, Ref] = {}
     key = template.source_key
-    with open_h5(catalog.source_location(spec), key) as f:
+    with open_h5(workarea.source_location(spec), key) as f:
         node = file_node(f, key, template.file_group)
         for v in template.variables.values():
             if v.kind != "virtual" or v.varies:
@@ -285,7 +286,7 @@ def check_refs(
     between files, shifted by a position, another byte range) and, if `complete` (the whole
     cube is validated), of a ref the plan does not place at all.
     """
-    src = catalog.source_location(spec)
+    src = workarea.source_location(spec)
     expected = static_chunks(spec, template)
     for sid in shards:
         expected |= expected_chunks(spec, template, sid)
@@ -344,7 +345,7 @@ def check_inline(spec: DatasetSpec, template: Template, shards: list[str], store
     }
     problems = []
     for sid in shards:
-        res = read_result(storage.read_bytes(catalog.work_location(spec), result_key(sid)))
+        res = read_result(storage.read_bytes(workarea.work_location(spec), result_key(sid)))
         for i, f in enumerate(res.meta["files"]):
             region = file_region(spec, template, tuple(f["pos"]))
             for v in inline:
@@ -444,7 +445,7 @@ def validate_cube(
         shards = sorted(random.Random(seed).sample(shards, min(len(shards), SAMPLED_SHARDS)))
         problems += missing_chunks(spec, template, shards, session.store)
     problems += check_inline(spec, template, shards, session.store)
-    files = [pf for sid in shards for pf in catalog.load_shard_files(spec, sid, plan)]
+    files = [pf for sid in shards for pf in workarea.load_shard_files(spec, sid, plan)]
     sampled = _pick(files, samples, seed)
     problems += compare_files(spec, template, cube, sampled, **RAW)
     summary = {

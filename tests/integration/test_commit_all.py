@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from vcube import catalog, cube, steps
+from vcube import cube, steps, workarea
 from vcube.sample import write_sample_archive
 from vcube.spec import DatasetSpec
 
@@ -69,7 +69,7 @@ def _landed(spec: DatasetSpec, n: int) -> bool:
 
 
 def _scan_group(spec: DatasetSpec, group: str) -> None:
-    for sid in catalog.load_plan(spec).groups[group]:
+    for sid in workarea.load_plan(spec).groups[group]:
         steps.scan_step(spec, sid)
 
 
@@ -162,7 +162,7 @@ def test_incomplete_groups_fail_by_name_once_scans_are_over(
     spec_file, spec = make_spec(bad_root, name="bad")
     steps.plan_step(spec)
     steps.init_step(spec)
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     for g in GROUPS:
         if g == "005":
             continue  # never scanned

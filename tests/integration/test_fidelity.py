@@ -26,7 +26,7 @@ import yaml
 from tests.archives import VARIANT_GROUP, copy_with_changes, write_variant_archive
 from tests.conftest import write_spec
 from tests.support.s3server import REGION, S3Server
-from vcube import catalog, cube, hdf, template, validate
+from vcube import cube, hdf, template, validate, workarea
 from vcube.run_local import run_local
 from vcube.scan import ScanError
 from vcube.spec import DatasetSpec
@@ -195,7 +195,7 @@ def test_refusal_on_the_s3_build_path(
 
 def _compare_all(spec: DatasetSpec, *, group: str | None = None) -> int:
     """Every variable of every file against the cube, raw and decoded; returns files compared."""
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     tmpl = template.load_template(spec)
     files = validate.planned_files(spec, plan)
     for kwargs in (validate.RAW, {}):
@@ -432,9 +432,9 @@ def test_a_template_of_an_older_vcube_is_derived_again(
     spec = _spec_for(tmp_path, base, raw)
     run_local(spec, workers=1, progress=False, samples=0)
     work = Path(spec.target.work_url)
-    doc = json.loads((work / template.TEMPLATE_KEY).read_text())
+    doc = json.loads((work / workarea.TEMPLATE_KEY).read_text())
     del doc["format"]
-    (work / template.TEMPLATE_KEY).write_text(json.dumps(doc))
+    (work / workarea.TEMPLATE_KEY).write_text(json.dumps(doc))
     with pytest.raises(template.TemplateError, match="older vcube: run `vcube init` again"):
         template.load_template(spec)
     run_local(spec, workers=1, progress=False, samples=4)

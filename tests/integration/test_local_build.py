@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from vcube import catalog, cube, steps, template, validate
+from vcube import cube, steps, template, validate, workarea
 from vcube.run_local import run_local
 from vcube.scan import ScanError
 from vcube.spec import DatasetSpec
@@ -26,7 +26,7 @@ VCUBE = [sys.executable, "-m", "vcube.cli"]
 
 def _compare_every_file(spec: DatasetSpec, *, decode: bool) -> int:
     """Every variable of every file against the cube; returns how many files were compared."""
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     tmpl = template.load_template(spec)
     kwargs = {} if decode else {"decode_times": False}
     files = validate.planned_files(spec, plan)

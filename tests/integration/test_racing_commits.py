@@ -16,7 +16,7 @@ import numpy as np
 
 from tests.conftest import SMALL, spec_dict, write_spec
 from tests.support.s3server import REGION, S3Server
-from vcube import catalog, cube, steps, template, validate
+from vcube import cube, steps, template, validate, workarea
 from vcube.sample import write_sample_archive
 
 
@@ -49,7 +49,7 @@ def test_racing_groups_over_different_steps_keep_every_value(
 
     steps.plan_step(spec, allow_missing=True)
     steps.init_step(spec)
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     assert len(plan.missing) == len(dropped)
     for sid in plan.shards:
         steps.scan_step(spec, sid)

@@ -18,7 +18,7 @@ import xarray as xr
 
 from tests.archives import _write_real_file, write_daily_archive, write_decadal_archive
 from tests.conftest import write_spec
-from vcube import catalog, cube, template, validate
+from vcube import cube, template, validate, workarea
 from vcube.run_local import run_local
 from vcube.spec import DatasetSpec
 
@@ -118,7 +118,7 @@ def test_daily_files_with_leap_years(daily) -> None:
     with validate.open_cube(spec, **RAW) as cube:
         assert cube.tas.encoding["chunks"] == ((1, 1, 3, 4) if standard else (1, 365, 3, 4))
         assert cube.pr.encoding["chunks"] == ((1, 1, 3, 4) if standard else (1, 73, 3, 4))
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     assert plan.layout_shards == [next(iter(plan.shards))]
 
 

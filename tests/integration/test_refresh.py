@@ -22,7 +22,7 @@ from tests.conftest import SMALL, write_spec
 from tests.integration.test_s3_build import s3_spec
 from tests.support.faultproxy import FaultProxy
 from tests.support.s3server import S3Server
-from vcube import catalog, cube, scan, steps, storage, template, validate
+from vcube import cube, scan, steps, storage, template, validate, workarea
 from vcube.run_local import run_local
 from vcube.sample import write_sample_archive
 from vcube.spec import DatasetSpec
@@ -43,10 +43,10 @@ def _commits_since(spec: DatasetSpec, tip: str) -> list[dict[str, Any]]:
 
 
 def _scan_bytes(spec: DatasetSpec) -> dict[str, bytes]:
-    work = catalog.work_location(spec)
+    work = workarea.work_location(spec)
     return {
-        sid: storage.read_bytes(work, scan.result_key(sid))
-        for sid in catalog.load_plan(spec).shards
+        sid: storage.read_bytes(work, workarea.result_key(sid))
+        for sid in workarea.load_plan(spec).shards
     }
 
 
@@ -113,7 +113,7 @@ def test_reused_scans_are_the_bytes_of_a_clean_scan(tmp_path: Path) -> None:
     os.utime(replaced, (replaced.stat().st_atime, replaced.stat().st_mtime + 10))
     steps.plan_step(spec)
     init = steps.init_step(spec)  # scans the layout shard (with reuse) to learn the lengths
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     assert init["files_scanned"] == 2 and plan.layout_shards == ["m00"]
     summaries = init["scans"] + [
         steps.scan_step(spec, sid) for sid in plan.shards if sid not in plan.layout_shards
@@ -122,9 +122,9 @@ def test_reused_scans_are_the_bytes_of_a_clean_scan(tmp_path: Path) -> None:
     reused = sum(s["files_reused"] for s in summaries)
     assert plan.n_files == 8 and (scanned, reused) == (5, 3)  # 2 new per member + the replaced
     reusing = _scan_bytes(spec)
-    work = catalog.work_location(spec)
+    work = workarea.work_location(spec)
     for sid in plan.shards:
-        storage.delete(work, scan.result_key(sid))
+        storage.delete(work, workarea.result_key(sid))
     clean = [steps.scan_step(spec, sid) for sid in plan.shards]
     assert sum(s["files_scanned"] for s in clean) == 8
     assert _scan_bytes(spec) == reusing
@@ -139,11 +139,11 @@ def test_reuse_needs_the_same_template(tmp_path: Path, sample_archive: Path, mak
     _, spec = make_spec(sample_archive)
     steps.plan_step(spec)
     steps.init_step(spec)
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     sid = next(s for s in plan.shards if s not in plan.layout_shards)
     steps.scan_step(spec, sid)
-    work = catalog.work_location(spec)
-    data = storage.read_bytes(work, scan.result_key(sid))
+    work = workarea.work_location(spec)
+    data = storage.read_bytes(work, workarea.result_key(sid))
     tmpl = template.load_template(spec)
     assert len(scan.reusable_scans(data, tmpl, spec.cube.dim_names)) == plan.shards[sid]["files"]
     other = template.load_template(spec)
@@ -163,7 +163,7 @@ def test_scan_step_reports_files_scanned_as_outputs(tmp_path: Path, make_spec) -
     vcube = [sys.executable, "-m", "vcube.cli"]
     for verb in (["plan"], ["init"]):
         subprocess.run([*vcube, *verb, str(path)], check=True, capture_output=True)
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     sid = next(s for s in plan.shards if s not in plan.layout_shards)  # init scanned those
     out = tmp_path / "outputs"
     r = subprocess.run(
@@ -201,7 +201,7 @@ def test_refresh_over_s3_reads_only_the_new_files(
         start = fp.stats.requests
         steps.plan_step(spec)
         init = steps.init_step(spec)
-        plan = catalog.load_plan(spec)
+        plan = workarea.load_plan(spec)
         scans = [steps.scan_step(spec, s) for s in plan.shards if s not in plan.layout_shards]
         assert init["files_scanned"] + sum(s["files_scanned"] for s in scans) == 4
         got = {

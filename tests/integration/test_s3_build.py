@@ -26,7 +26,7 @@ import xarray as xr
 from tests.conftest import spec_dict, write_spec
 from tests.support.faultproxy import FAULT_503, FAULT_RESET, FaultProxy
 from tests.support.s3server import REGION, S3Server
-from vcube import catalog, cube, scan, steps, storage, template, validate
+from vcube import cube, scan, steps, storage, template, validate, workarea
 from vcube.run_local import run_local
 from vcube.spec import DatasetSpec
 
@@ -77,7 +77,7 @@ def _initialized(
         steps.plan_step(spec)
         steps.init_step(spec)
         if scan:
-            for sid in catalog.load_plan(spec).shards:
+            for sid in workarea.load_plan(spec).shards:
                 steps.scan_step(spec, sid)
         yield fp, path, spec
 
@@ -133,7 +133,7 @@ def test_build_puts_everything_in_the_right_bucket(s3_server: S3Server, built: B
 def test_files_read_back_through_the_virtual_container(built: Built) -> None:
     """Every variable of one file per group (the build's validate step sampled others)."""
     spec = built.spec
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     tmpl = template.load_template(spec)
     files = [validate.planned_files(spec, plan, [g])[-1] for g in plan.groups]
     before = len(built.proxy.stats.matching("GET", f"/{built.archive}/"))
@@ -189,7 +189,7 @@ def test_opening_snippet_reads_the_cube_in_a_fresh_interpreter(
     got = json.loads(r.stdout.strip().splitlines()[-1])
     # The same numbers from the original files on disk, placed by the plan.
     spec = built.spec
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     tmpl = template.load_template(spec)
     dims = ("polygon_id", "injection_date", "elapsed_time")
     shape = [d["length"] for d in plan.dims]
@@ -213,7 +213,7 @@ def test_scan_gets_per_file_within_budget(
 ) -> None:
     """Request accounting: GETs of source objects per scanned file, against a budget."""
     with _initialized(s3_server, s3_archive, tmp_path, lifetime=300) as (proxy, path, spec):
-        plan = catalog.load_plan(spec)
+        plan = workarea.load_plan(spec)
         proxy.reset_stats()
         files = 0
         for sid in plan.shards:
@@ -296,7 +296,7 @@ def test_racing_commits_on_one_branch(
         assert sorted(g for g in groups if g) == ["000", "001"]
         # validate_cube raises ValidationFailed on any problem; the summary says what it saw.
         res = validate.validate_cube(
-            spec, catalog.load_plan(spec), template.load_template(spec), samples=2
+            spec, workarea.load_plan(spec), template.load_template(spec), samples=2
         )
         assert (res["groups"], res["committed"]) == (2, 2)
         assert res["files_checked_for_chunks"] == 12
@@ -317,11 +317,13 @@ def _assert_same_scans(a: DatasetSpec, b: DatasetSpec) -> None:
     Not the raw bytes: the results carry the spec's digest, and the two specs differ in their
     endpoint (two proxies), which is part of the source description.
     """
-    plans = catalog.load_plan(a), catalog.load_plan(b)
+    plans = workarea.load_plan(a), workarea.load_plan(b)
     assert sorted(plans[0].shards) == sorted(plans[1].shards)
     for sid in plans[0].shards:
         ra, rb = (
-            scan.read_result(storage.read_bytes(catalog.work_location(s), scan.result_key(sid)))
+            scan.read_result(
+                storage.read_bytes(workarea.work_location(s), workarea.result_key(sid))
+            )
             for s in (a, b)
         )
         assert ra.meta["files"] == rb.meta["files"]

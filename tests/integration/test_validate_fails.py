@@ -24,7 +24,7 @@ from zarr.core.sync import sync
 
 from tests.archives import write_variant_archive
 from tests.conftest import write_spec
-from vcube import catalog, cube, template, validate
+from vcube import cube, template, validate, workarea
 from vcube.run_local import run_local
 from vcube.spec import DatasetSpec
 
@@ -68,7 +68,7 @@ def _set(store: Any, key: str, ref: tuple[str, int, int, int]) -> None:
 
 
 def _validate(spec: DatasetSpec, *, samples: int) -> list[str]:
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     tmpl = template.load_template(spec)
     with pytest.raises(validate.ValidationFailed) as err:
         validate.validate_cube(spec, plan, tmpl, samples=samples)
@@ -82,7 +82,7 @@ def _has(problems: list[str], *parts: str) -> bool:
 def test_the_intact_copy_validates(good: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     """Control: the copy itself is fine, so each failure below comes from its damage."""
     _, spec = _copy_of(good, tmp_path)
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     # validate_cube raises ValidationFailed on any problem; the summary says what it covered.
     summary = validate.validate_cube(spec, plan, template.load_template(spec), samples=4)
     assert summary["committed"] == summary["groups"] == len(plan.groups)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.archives import variant_member, write_variant_archive
 from tests.conftest import write_spec
-from vcube import catalog, template, validate
+from vcube import template, validate, workarea
 from vcube.run_local import run_local
 
 
@@ -27,7 +27,7 @@ def variant(tmp_path_factory: pytest.TempPathFactory):
 @pytest.mark.parametrize("decode", [False, True])
 def test_every_variant_file_reads_back(variant, decode: bool) -> None:
     spec, files = variant
-    plan = catalog.load_plan(spec)
+    plan = workarea.load_plan(spec)
     tmpl = template.load_template(spec)
     kwargs = {} if decode else validate.RAW
     compared = 0

@@ -21,7 +21,7 @@ from tests.archives import (
     write_not_hdf5,
     write_variant_archive,
 )
-from vcube.catalog import pattern_regex
+from vcube.plan import pattern_regex
 from vcube.sample import DATA_VARS, write_sample_archive
 from vcube.spec import DatasetSpec
 

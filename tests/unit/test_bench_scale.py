@@ -20,7 +20,8 @@ import yaml
 
 from bench import scale
 from tests.conftest import write_spec
-from vcube import catalog, steps
+from vcube import steps
+from vcube.plan import build_plan
 from vcube.storage import ObjectInfo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,7 +130,7 @@ def test_groups_output_is_what_plan_writes_for_the_atlas(
         for p in range(scale.ATLAS_GROUPS)
         for m in ("01", "04", "07", "10")
     ]
-    plan, _ = catalog.build_plan(spec, listing)
+    plan, _ = build_plan(spec, listing)
     listed = steps.groups_listing(spec, plan)
     assert listed == scale.atlas_groups()
     assert atlas.groups_json_bytes == len(json.dumps(listed).encode())  # as the CLI writes it

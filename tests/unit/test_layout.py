@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_catalog import SPEC, _listing
-from vcube.catalog import Layout, PlanError, build_layout, build_plan
+from tests.unit.test_plan import SPEC, _listing
+from vcube.plan import Layout, PlanError, build_layout, build_plan
 
 DIMS = SPEC.cube.dim_names  # polygon_id (commit_by), injection_date, elapsed_time
 
@@ -69,7 +69,7 @@ def test_layout_round_trips_through_json() -> None:
 
 
 def test_a_place_the_first_group_lacks_is_learnt_from_another_group() -> None:
-    from tests.unit.test_catalog import _key
+    from tests.unit.test_plan import _key
 
     plan, shard_files = build_plan(SPEC, _listing(drop=[_key(0, 4, 2)]), allow_missing=True)
     assert plan.layout_shards == [*plan.groups["000"], "001-04"]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.conftest import spec_dict
-from vcube.catalog import PlanError, build_plan, pattern_regex
+from vcube.plan import PlanError, build_plan, pattern_regex
 from vcube.spec import DatasetSpec
 from vcube.storage import ObjectInfo
 

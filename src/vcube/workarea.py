@@ -1,0 +1,114 @@
+"""Which key holds what in the work area, and where are the source and the work area?
+
+Every object name the steps write between them (plan, shard lists, layout, template, scan
+results and errors, the fan-in marker) is made here, and so are the plan's and layout's reads
+and writes. The template and scan results are (de)serialized by `template` and `scan`, under
+the keys named here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+
+from vcube import storage
+from vcube.hdf import TemplateError
+from vcube.plan import Layout, Plan, PlanError, PlannedFile, files_digest
+from vcube.spec import DatasetSpec
+
+PLAN_KEY = "plan.json"
+LAYOUT_KEY = "layout.json"
+TEMPLATE_KEY = "template.json"
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def shard_key(shard_id: str) -> str:
+    return f"shards/{shard_id}.json"
+
+
+def result_key(shard: str) -> str:
+    return f"scans/{shard}.zip"
+
+
+def error_key(shard: str) -> str:
+    return f"errors/{shard}.json"
+
+
+def scans_done_key(run_id: str) -> str:
+    """The marker a build writes when its scan fan-out is over (every scan node finished)."""
+    if not RUN_ID_RE.fullmatch(run_id):
+        raise PlanError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+    return f"fanin/{run_id}/scans-done"
+
+
+def work_location(spec: DatasetSpec) -> storage.Location:
+    return storage.resolve(spec.target.work_url, spec.target.storage)
+
+
+def source_location(spec: DatasetSpec) -> storage.Location:
+    return storage.resolve(spec.source.root, spec.source.storage)
+
+
+def write_plan(spec: DatasetSpec, plan: Plan, shard_files: dict[str, list[PlannedFile]]) -> None:
+    """Write the plan and the shard file lists to the work area."""
+    work = work_location(spec)
+
+    def put(item: tuple[str, list[PlannedFile]]) -> None:
+        payload = json.dumps([asdict(p) for p in item[1]], sort_keys=True).encode()
+        storage.write_bytes(work, shard_key(item[0]), payload)
+
+    # Thousands of small objects on S3: in parallel. plan.json goes last, so a crash before it
+    # leaves the previous plan in force (and a shard list that disagrees with it is refused).
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(put, shard_files.items()))
+    storage.write_bytes(work, PLAN_KEY, plan.to_json())
+
+
+def save_layout(spec: DatasetSpec, layout: Layout) -> None:
+    storage.write_bytes(work_location(spec), LAYOUT_KEY, layout.to_json())
+
+
+def load_layout(spec: DatasetSpec) -> Layout:
+    try:
+        return Layout.from_json(storage.read_bytes(work_location(spec), LAYOUT_KEY))
+    except FileNotFoundError:
+        raise PlanError(f"no layout in {spec.target.work_url}: run `vcube init` first") from None
+
+
+def load_plan(spec: DatasetSpec) -> Plan:
+    try:
+        plan = Plan.from_json(storage.read_bytes(work_location(spec), PLAN_KEY))
+    except FileNotFoundError:
+        raise PlanError(f"no plan in {spec.target.work_url}: run `vcube plan` first") from None
+    if plan.spec_digest != spec.digest():
+        raise PlanError("the spec changed since the plan was made: run `vcube plan` again")
+    return plan
+
+
+def load_shard_files(spec: DatasetSpec, shard: str, plan: Plan | None = None) -> list[PlannedFile]:
+    """A shard's file list; with the plan, checked against the digest the plan recorded."""
+    try:
+        raw = json.loads(storage.read_bytes(work_location(spec), shard_key(shard)))
+    except FileNotFoundError:
+        raise PlanError(f"shard {shard!r} is not in the plan: run `vcube plan` first") from None
+    files = [PlannedFile(**{**r, "pos": tuple(r["pos"])}) for r in raw]
+    if plan is not None and files_digest(files) != plan.shards[shard]["digest"]:
+        raise PlanError(
+            f"the file list of shard {shard} does not match the plan (a re-plan was interrupted "
+            "or is running): run `vcube plan` again"
+        )
+    return files
+
+
+def template_file(spec: DatasetSpec, plan: Plan) -> PlannedFile:
+    """The template: `cube.template` if set, else the first file of the cube."""
+    if spec.cube.template:
+        for sid in plan.shards:
+            for pf in load_shard_files(spec, sid):
+                if pf.key == spec.cube.template:
+                    return pf
+        raise TemplateError(f"cube.template {spec.cube.template!r} is not a planned file")
+    first = next(iter(plan.shards))
+    return load_shard_files(spec, first)[0]
