@@ -4,7 +4,7 @@ The archive is a synthetic *listing* with the atlas's key layout (690 polygons x
 months x T months), planned by vcube's real planner. Its shard results are synthetic too, but
 every chunk ref in them is a real ref of one of the cached full-grid files (cycled), with that
 file's real modification time as checksum: the cube commits like the atlas and any of its
-chunks can be read back (section 5). Commits go through `vcube.cube.commit_group`, the code
+chunks can be read back (section 5). Commits go through `vcube.commit.commit_group`, the code
 `vcube commit` runs; the last group is committed by the CLI in a child process to measure the
 peak RSS of one commit.
 """
@@ -28,7 +28,8 @@ import numpy as np
 import yaml
 
 from bench import common
-from vcube import cube, hdf, scan, storage, template, workarea
+from vcube import commit, hdf, scan, storage, template, workarea
+from vcube.places import Places
 from vcube.plan import Plan, PlannedFile, build_layout, build_plan
 from vcube.sample import INJECTION_MONTHS, sample_path
 
@@ -159,7 +160,7 @@ def build(
     template.save_template(spec, tmpl)
     save_layout(spec, plan, tmpl, shard_files, real[0][1].steps)
     t0 = time.perf_counter()
-    cube.init_cube(spec, plan, tmpl, real_planned[0])
+    commit.init_cube(Places.of(spec), plan, tmpl, real_planned[0])
     init_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     write_shard_results(spec, tmpl, plan, shard_files, real)
@@ -183,7 +184,7 @@ def commit_all(spec: Any, plan: Plan, tmpl: template.Template) -> dict[str, Any]
     t_all = time.perf_counter()
     for i, g in enumerate(in_process):
         c0, t0 = time.process_time(), time.perf_counter()
-        out = cube.commit_group(spec, plan, tmpl, g)
+        out = commit.commit_group(Places.of(spec), plan, tmpl, g)
         seconds.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)  # all threads (Icechunk's Rust threads too)
         refs += out["refs"]
@@ -234,7 +235,7 @@ def read_bench(spec: Any, plan: Plan, arch: common.Archive, reps: int) -> dict[s
     open_s, open_zarr_s, open_nodask_s = [], [], []
     for _ in range(reps):
         t0 = time.perf_counter()
-        repo = cube.open_repo(spec)
+        repo = Places.of(spec).repo()
         store = repo.readonly_session(spec.target.branch).store
         t1 = time.perf_counter()
         ds = xr.open_zarr(store, consolidated=False)

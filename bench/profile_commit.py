@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 from bench import common
-from vcube import cube, spec, template, workarea
+from vcube import commit, spec, template, workarea
+from vcube.places import Places
+from vcube.repo import history
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,18 +29,18 @@ def main(argv: list[str] | None = None) -> None:
     sp = spec.load_spec(common.CACHE / "atlas-cube" / "spec.yaml")
     plan = workarea.load_plan(sp)
     tmpl = template.load_template(sp)
-    repo = cube.open_repo(sp)
+    repo = Places.of(sp).repo()
     hist_s = []
     for _ in range(5):
         t0 = time.perf_counter()
-        h = cube.history(repo, sp.target.branch)
+        h = history(repo, sp.target.branch)
         hist_s.append(time.perf_counter() - t0)
     group = list(plan.groups)[-1]
     changed = dataclasses.replace(plan, spec_digest=plan.spec_digest + "-profile")
     prof = Profiler(interval=0.001)
     prof.start()
     t0 = time.perf_counter()
-    out = cube.commit_group(sp, changed, tmpl, group)
+    out = commit.commit_group(Places.of(sp), changed, tmpl, group)
     took = time.perf_counter() - t0
     prof.stop()
     head = (

@@ -232,10 +232,13 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
 
         return argo.stop_children(args.parent)
 
-    from vcube import cube, steps
     from vcube import spec as spec_mod
+    from vcube import steps
+    from vcube.places import Places
+    from vcube.repo import opening_snippet
 
     spec = spec_mod.load_spec(args.spec)
+    places = Places.of(spec)  # resolved once; the repo opened once, by the first step that needs it
     if args.command == "plan":
         out = Path(args.outputs_dir) if args.outputs_dir else None
 
@@ -245,14 +248,17 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
                 (out / "groups.json").write_text(json.dumps(groups))
 
         return steps.plan_step(
-            spec, allow_missing=args.allow_missing, only=_ids(args.groups), on_listing=write_listing
+            places,
+            allow_missing=args.allow_missing,
+            only=_ids(args.groups),
+            on_listing=write_listing,
         )
     if args.command == "init":
-        return steps.init_step(spec)
+        return steps.init_step(places)
     if args.command == "scan":
-        return steps.scan_step(spec, args.shard, on_file=_progress_writer())
+        return steps.scan_step(places, args.shard, on_file=_progress_writer())
     if args.command == "commit":
-        return steps.commit_step(spec, args.group, on_file=_progress_writer())
+        return steps.commit_step(places, args.group, on_file=_progress_writer())
     if args.command == "commit-all":
         progress = _progress_writer()
 
@@ -263,14 +269,14 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
                 log.info("commit-all: %d/%d groups", done, total)
 
         return steps.commit_all_step(
-            spec, groups=_ids(args.groups), run_id=args.run_id, poll=args.poll, on_group=on_group
+            places, groups=_ids(args.groups), run_id=args.run_id, poll=args.poll, on_group=on_group
         )
     if args.command == "scans-done":
-        return steps.scans_done_step(spec, args.run_id)
+        return steps.scans_done_step(places, args.run_id)
     if args.command == "validate":
-        return steps.validate_step(spec, samples=args.samples, groups=_ids(args.groups))
+        return steps.validate_step(places, samples=args.samples, groups=_ids(args.groups))
     if args.command == "status":
-        summary = steps.status_step(spec)
+        summary = steps.status_step(places)
         print(
             "status: "
             + ", ".join(f"{n} {state}" for state, n in summary["counts"].items())
@@ -288,13 +294,13 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
             summary["workflow"] = argo.workflow_progress(args.workflow)
         return summary
     if args.command == "info":
-        print(cube.opening_snippet(spec))
+        print(opening_snippet(spec, places.source, places.target))
         return None
     if args.command == "run":
         from vcube.run_local import run_local
 
         summary = run_local(
-            spec,
+            places,
             workers=args.workers,
             groups=_ids(args.groups),
             allow_missing=args.allow_missing,
@@ -307,7 +313,12 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
             + (" (the cube was already up to date)" if summary["up_to_date"] else ""),
             file=sys.stderr,
         )
-        print("Open the cube with xarray:\n\n" + cube.opening_snippet(spec) + "\n", file=sys.stderr)
+        print(
+            "Open the cube with xarray:\n\n"
+            + opening_snippet(spec, places.source, places.target)
+            + "\n",
+            file=sys.stderr,
+        )
         return summary
     raise AssertionError(args.command)
 
@@ -320,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     # from one process, so only errors are worth a line. Set ICECHUNK_LOG to see more.
     os.environ.setdefault("ICECHUNK_LOG", "error")
     from vcube.argo import ArgoError
-    from vcube.cube import CommitError
+    from vcube.layout import CommitError
     from vcube.plan import PlanError
     from vcube.scan import ScanError
     from vcube.spec import SpecError

@@ -16,7 +16,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from vcube import cube, status, steps, template, workarea
+from vcube import status, steps, template, workarea
+from vcube.places import Places
+from vcube.repo import history
 from vcube.spec import DatasetSpec
 
 
@@ -26,7 +28,7 @@ def _scan_in_worker(spec_json: str, shard: str) -> dict[str, Any]:
 
 
 def run_local(
-    spec: DatasetSpec,
+    spec: DatasetSpec | Places,
     *,
     workers: int = 2,
     groups: list[str] | None = None,
@@ -35,8 +37,10 @@ def run_local(
     progress: bool = True,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
+    places = Places.of(spec)  # one for the run: every in-process step shares its Repository
+    spec = places.spec
     say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
-    plan_summary = steps.plan_step(spec, allow_missing=allow_missing)
+    plan_summary = steps.plan_step(places, allow_missing=allow_missing)
     say(
         f"plan: {plan_summary['files']} files, {plan_summary['shards']} shards, "
         f"{plan_summary['groups']} groups"
@@ -53,12 +57,12 @@ def run_local(
     )
     plan = workarea.load_plan(spec)
     steps.check_groups(plan, groups)
-    init_summary = steps.init_step(spec)
+    init_summary = steps.init_step(places)
     say(
         "init: "
         + ("created/grew the cube" if init_summary["changed"] else "cube already initialized")
     )
-    hist = cube.history(cube.open_repo(spec), spec.target.branch)
+    hist = history(places.repo(), spec.target.branch)
     work = status.needs_work(plan, hist, template.load_template(spec))
     todo = [g for g in plan.groups if (not groups or g in groups) and work[g]]
     selected = [g for g in plan.groups if not groups or g in groups]
@@ -96,13 +100,13 @@ def run_local(
         g = plan.group_of_shard(shard)
         left[g].discard(shard)
         if not left[g]:
-            commits.append(steps.commit_step(spec, g))
+            commits.append(steps.commit_step(places, g))
             commit_bar.update(1)
 
     try:
         if pool is None:
             for shard in shards:
-                scanned(shard, steps.scan_step(spec, shard))
+                scanned(shard, steps.scan_step(places, shard))
         pending = {pool.submit(_scan_in_worker, spec_json, s): s for s in shards} if pool else {}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -122,7 +126,7 @@ def run_local(
     by_shard = {s["shard"]: s for s in init_summary["scans"]}
     for s in scans:
         by_shard.setdefault(s["shard"], s)
-    validation = steps.validate_step(spec, samples=samples, groups=groups)
+    validation = steps.validate_step(places, samples=samples, groups=groups)
     say(
         f"validate: ok ({validation['files_compared']} files compared value by value, "
         f"{validation['files_checked_for_chunks']} checked for chunks)"

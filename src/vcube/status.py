@@ -21,8 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from vcube import cube, scan, storage, workarea
+from vcube import scan, storage, workarea
+from vcube.layout import CommitError
+from vcube.places import Places
 from vcube.plan import Plan, PlanError
+from vcube.repo import History, history, inputs_digest
 from vcube.spec import DatasetSpec
 from vcube.template import Template, TemplateError, load_template
 
@@ -43,7 +46,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 
 
-def needs_work(plan: Plan, hist: cube.History, template: Template | None) -> dict[str, bool]:
+def needs_work(plan: Plan, hist: History, template: Template | None) -> dict[str, bool]:
     """Per group: True unless the branch has its commit with the current inputs.
 
     Without a template (the cube was never initialized, or init will derive a new one) every
@@ -55,7 +58,7 @@ def needs_work(plan: Plan, hist: cube.History, template: Template | None) -> dic
         out[g] = (
             template is None
             or snap is None
-            or snap.metadata.get("inputs") != cube.inputs_digest(plan, template, g)
+            or snap.metadata.get("inputs") != inputs_digest(plan, template, g)
         )
     return out
 
@@ -73,17 +76,17 @@ def current_template(spec: DatasetSpec, plan: Plan) -> Template | None:
     return tmpl
 
 
-def read_history(spec: DatasetSpec) -> cube.History:
+def read_history(places: Places) -> History:
     """The branch's history; an empty one if the repo does not exist yet."""
     try:
-        repo = cube.open_repo(spec)
-    except cube.CommitError:
-        return cube.History()
-    return cube.history(repo, spec.target.branch)
+        repo = places.repo()
+    except CommitError:
+        return History()
+    return history(repo, places.spec.target.branch)
 
 
 def shard_states(
-    spec: DatasetSpec, plan: Plan, template: Template | None, shards: list[str]
+    work: storage.Location, plan: Plan, template: Template | None, shards: list[str]
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(state per shard, error message per failed shard) for the given shards.
 
@@ -91,7 +94,6 @@ def shard_states(
     a stale scan of a changed shard shows as pending. One listing per prefix, then the small
     meta of each listed result, in parallel.
     """
-    work = workarea.work_location(spec)
     wanted = set(shards)
     failed: dict[str, str] = {}
     for info in storage.list_objects(work, prefix="errors/"):
@@ -141,17 +143,19 @@ def group_state(committed: str | None, shards: list[str]) -> str:
     return "scanning" if done else "pending"
 
 
-def status(spec: DatasetSpec) -> dict[str, Any]:
+def status(at: DatasetSpec | Places) -> dict[str, Any]:
     """Per group: its state, its shards' states, its snapshot; counts per state."""
+    places = Places.of(at)
+    spec = places.spec
     plan = workarea.load_plan(spec)
-    hist = read_history(spec)
+    hist = read_history(places)
     try:
         tmpl: Template | None = load_template(spec)
     except TemplateError:
         tmpl = None  # not initialized yet
     work = needs_work(plan, hist, tmpl)
     open_shards = [s for g, todo in work.items() if todo for s in plan.groups[g]]
-    sstates, errors = shard_states(spec, plan, tmpl, open_shards)
+    sstates, errors = shard_states(places.work, plan, tmpl, open_shards)
     groups: dict[str, Any] = {}
     for g, todo in work.items():
         snap = hist.groups.get(g)

@@ -15,8 +15,9 @@ import zipfile
 from collections.abc import Callable
 from typing import Any
 
-from vcube import cube, scan, status, storage, template, workarea
-from vcube.layout import check_grid
+from vcube import commit, scan, status, storage, template, workarea
+from vcube.layout import CommitError, check_grid
+from vcube.places import Places
 from vcube.plan import Layout, Plan, PlanError, build_layout, build_plan
 from vcube.spec import DatasetSpec
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def plan_step(
-    spec: DatasetSpec,
+    spec: DatasetSpec | Places,
     *,
     allow_missing: bool = False,
     only: list[str] | None = None,
@@ -36,10 +37,12 @@ def plan_step(
     `on_listing` receives that listing (Argo's groups.json); `todo` counts it, so a build with
     nothing to do can skip everything but validate."""
     t0 = time.perf_counter()
-    src = workarea.source_location(spec)
-    plan, shard_files = build_plan(spec, storage.list_objects(src), allow_missing=allow_missing)
+    places = Places.of(spec)
+    spec = places.spec
+    listing = storage.list_objects(places.source)
+    plan, shard_files = build_plan(spec, listing, allow_missing=allow_missing)
     workarea.write_plan(spec, plan, shard_files)
-    todo = groups_listing(spec, plan, only)
+    todo = groups_listing(places, plan, only)
     if on_listing:
         on_listing(todo)
     return {
@@ -58,12 +61,14 @@ def plan_step(
 
 
 def groups_listing(
-    spec: DatasetSpec, plan: Plan, only: list[str] | None = None
+    spec: DatasetSpec | Places, plan: Plan, only: list[str] | None = None
 ) -> list[dict[str, Any]]:
     """What Argo fans out over: the groups that need work (not committed with their current
     inputs), as group and shard ids only. Nothing to do: an empty list."""
+    places = Places.of(spec)
     check_groups(plan, only)
-    todo = status.needs_work(plan, status.read_history(spec), status.current_template(spec, plan))
+    current = status.current_template(places.spec, plan)
+    todo = status.needs_work(plan, status.read_history(places), current)
     return [
         {"group": g, "shards": s}
         for g, s in plan.groups.items()
@@ -77,7 +82,9 @@ def check_groups(plan: Plan, groups: list[str] | None) -> None:
         raise PlanError(f"groups {unknown} are not in the plan")
 
 
-def init_step(spec: DatasetSpec) -> dict[str, Any]:
+def init_step(spec: DatasetSpec | Places) -> dict[str, Any]:
+    places = Places.of(spec)
+    spec = places.spec
     plan = workarea.load_plan(spec)
     pf = workarea.template_file(spec, plan)
     try:
@@ -88,8 +95,8 @@ def init_step(spec: DatasetSpec) -> dict[str, Any]:
         tmpl = template.derive_template(spec, pf.key)
         template.save_template(spec, tmpl)
     scans: list[dict[str, Any]] = []
-    tmpl.layout = learn_layout(spec, plan, tmpl, scans)
-    summary = cube.init_cube(spec, plan, tmpl, pf)
+    tmpl.layout = learn_layout(places, plan, tmpl, scans)
+    summary = commit.init_cube(places, plan, tmpl, pf)
     summary["template"] = pf.key
     summary["layout_shards"] = len(plan.layout_shards)
     # The layout shards' scans happen here: their files count as this step's.
@@ -100,7 +107,7 @@ def init_step(spec: DatasetSpec) -> dict[str, Any]:
 
 
 def learn_layout(
-    spec: DatasetSpec,
+    places: Places,
     plan: Plan,
     tmpl: template.Template,
     scans: list[dict[str, Any]] | None = None,
@@ -110,13 +117,13 @@ def learn_layout(
     Those shards are scanned here (the scan step then finds them done: no file is read twice),
     so the arrays can be sized before any group is committed. Their summaries go to `scans`.
     """
-    work = workarea.work_location(spec)
+    spec = places.spec
     files = []
     for sid in plan.layout_shards:
-        done = scan_step(spec, sid)
+        done = scan_step(places, sid)
         if scans is not None:
             scans.append(done)
-        meta = scan.read_meta(storage.read_bytes(work, workarea.result_key(sid)))
+        meta = scan.read_meta(storage.read_bytes(places.work, workarea.result_key(sid)))
         files += [(f["key"], f["pos"], f["steps"]) for f in meta["files"]]
     dims = spec.cube.dim_names
     layout = build_layout(plan, dims, dims.index(spec.cube.commit_by), files)
@@ -125,15 +132,19 @@ def learn_layout(
     return layout
 
 
-def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None) -> dict[str, Any]:
+def scan_step(
+    spec: DatasetSpec | Places, shard: str, *, on_file: Progress | None = None
+) -> dict[str, Any]:
     """Scan one shard; a shard already scanned with the same inputs is not scanned again, and
     of a shard whose files changed only the new or changed files are read."""
     t0 = time.perf_counter()
+    places = Places.of(spec)
+    spec = places.spec
     plan = workarea.load_plan(spec)
     if shard not in plan.shards:
         raise PlanError(f"shard {shard!r} is not in the plan")
     tmpl = template.load_template(spec)
-    work = workarea.work_location(spec)
+    work = places.work
     digest = scan.result_digest(plan.shards[shard]["digest"], tmpl)
     previous: bytes | None = None
     old: dict[str, Any] = {}
@@ -186,22 +197,23 @@ def scan_step(spec: DatasetSpec, shard: str, *, on_file: Progress | None = None)
 
 
 def commit_step(
-    spec: DatasetSpec, group: str, *, on_file: Progress | None = None
+    spec: DatasetSpec | Places, group: str, *, on_file: Progress | None = None
 ) -> dict[str, Any]:
-    plan = workarea.load_plan(spec)
-    tmpl = template.load_template(spec)
-    return cube.commit_group(spec, plan, tmpl, group, on_file=on_file)
+    places = Places.of(spec)
+    plan = workarea.load_plan(places.spec)
+    tmpl = template.load_template(places.spec)
+    return commit.commit_group(places, plan, tmpl, group, on_file=on_file)
 
 
-def scans_done_step(spec: DatasetSpec, run_id: str) -> dict[str, Any]:
+def scans_done_step(spec: DatasetSpec | Places, run_id: str) -> dict[str, Any]:
     """Tell this build's committer that no more scans will come (succeeded or not)."""
     key = workarea.scans_done_key(run_id)
-    storage.write_bytes(workarea.work_location(spec), key, json.dumps({"run": run_id}).encode())
+    storage.write_bytes(Places.of(spec).work, key, json.dumps({"run": run_id}).encode())
     return {"step": "scans-done", "run": run_id, "marker": key}
 
 
 def commit_all_step(
-    spec: DatasetSpec,
+    spec: DatasetSpec | Places,
     *,
     groups: list[str] | None = None,
     run_id: str | None = None,
@@ -220,12 +232,14 @@ def commit_all_step(
     branch history has (same as `vcube commit`).
     """
     t0 = time.perf_counter()
+    places = Places.of(spec)
+    spec = places.spec
     plan = workarea.load_plan(spec)
     check_groups(plan, groups)
     tmpl = template.load_template(spec)
-    work_loc = workarea.work_location(spec)
+    work_loc = places.work
     marker = workarea.scans_done_key(run_id) if run_id else None
-    work = status.needs_work(plan, status.read_history(spec), tmpl)
+    work = status.needs_work(plan, status.read_history(places), tmpl)
     todo = [g for g in plan.groups if work[g] and (not groups or g in groups)]
     total, done, changed, refs = len(todo), 0, 0, 0
     failed: dict[str, str] = {}
@@ -236,14 +250,14 @@ def commit_all_step(
         # Read the marker before the shards: if it is there, every scan ended before this look.
         over = marker is None or storage.exists(work_loc, marker)
         look = [s for g in todo for s in plan.groups[g] if s not in scanned]
-        states, errors = status.shard_states(spec, plan, tmpl, look)
+        states, errors = status.shard_states(work_loc, plan, tmpl, look)
         scanned |= {s for s, st in states.items() if st == "scanned"}
         ready = [g for g in todo if all(s in scanned for s in plan.groups[g])]
         for g in ready:
             todo.remove(g)
             try:
-                res = cube.commit_group(spec, plan, tmpl, g)
-            except (cube.CommitError, template.TemplateError, scan.ScanError) as e:
+                res = commit.commit_group(places, plan, tmpl, g)
+            except (CommitError, template.TemplateError, scan.ScanError) as e:
                 if e.__cause__ is not None:  # maybe the store's fault: the step's retry decides
                     raise
                 failed[g] = storage.first_line(e)
@@ -264,7 +278,7 @@ def commit_all_step(
     if failed:
         shown = [f"{g} ({why})" for g, why in list(failed.items())[:10]]
         more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
-        raise cube.CommitError(
+        raise CommitError(
             f"{len(failed)} of {total} groups not committed: "
             + ", ".join(shown)
             + more
@@ -280,16 +294,17 @@ def commit_all_step(
 
 
 def validate_step(
-    spec: DatasetSpec, *, samples: int = 3, groups: list[str] | None = None
+    spec: DatasetSpec | Places, *, samples: int = 3, groups: list[str] | None = None
 ) -> dict[str, Any]:
     from vcube import validate  # xarray: only the steps that read values pay for importing it
 
-    plan = workarea.load_plan(spec)
+    places = Places.of(spec)
+    plan = workarea.load_plan(places.spec)
     check_groups(plan, groups)
-    tmpl = template.load_template(spec)
-    return validate.validate_cube(spec, plan, tmpl, samples=samples, groups=groups)
+    tmpl = template.load_template(places.spec)
+    return validate.validate_cube(places, plan, tmpl, samples=samples, groups=groups)
 
 
-def status_step(spec: DatasetSpec) -> dict[str, Any]:
+def status_step(spec: DatasetSpec | Places) -> dict[str, Any]:
     """What the repo has committed next to what the plan asks for, per group and shard."""
     return status.status(spec)

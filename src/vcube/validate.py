@@ -23,10 +23,11 @@ from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync
 
 from vcube import storage, workarea
-from vcube.cube import history, open_repo
 from vcube.hdf import chunk_refs, file_node, open_h5
 from vcube.layout import RefPlacer, array_shape, chunk_grid
+from vcube.places import Places
 from vcube.plan import Plan, PlannedFile
+from vcube.repo import history
 from vcube.scan import convert_times, read_result
 from vcube.spec import DatasetSpec
 from vcube.template import Template
@@ -47,8 +48,10 @@ class ValidationFailed(RuntimeError):
         super().__init__(f"the cube has {len(problems)} problems: {shown}")
 
 
-def open_cube(spec: DatasetSpec, **kwargs: Any) -> xr.Dataset:
-    repo = open_repo(spec)
+def open_cube(spec: DatasetSpec | Places, **kwargs: Any) -> xr.Dataset:
+    places = Places.of(spec)
+    spec = places.spec
+    repo = places.repo()
     session = repo.readonly_session(spec.target.branch)
     # No dask (chunks=None) unless asked: zarr reads the many small chunks concurrently,
     # dask would make a task of each (an order of magnitude slower on per-step chunks).
@@ -406,7 +409,7 @@ def _attr_diffs(what: str, got: dict[str, Any], want: dict[str, Any]) -> list[st
 
 
 def validate_cube(
-    spec: DatasetSpec,
+    spec: DatasetSpec | Places,
     plan: Plan,
     template: Template,
     *,
@@ -418,7 +421,9 @@ def validate_cube(
     t0 = time.perf_counter()
     selected = [g for g in plan.groups if not groups or g in groups]
     problems: list[str] = []
-    repo = open_repo(spec)
+    places = Places.of(spec)
+    spec = places.spec
+    repo = places.repo()
     hist = history(repo, spec.target.branch)
     pending = [g for g in selected if g not in hist.groups]
     if pending:

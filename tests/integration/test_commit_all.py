@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from vcube import cube, steps, workarea
+from vcube import steps, workarea
+from vcube.places import Places
 from vcube.sample import write_sample_archive
 from vcube.spec import DatasetSpec
 
@@ -44,7 +45,7 @@ def planned(
 
 
 def _group_commits(spec: DatasetSpec) -> list[str]:
-    repo = cube.open_repo(spec)
+    repo = Places.of(spec).repo()
     return [
         str(s.metadata["group"])
         for s in repo.ancestry(branch=spec.target.branch)

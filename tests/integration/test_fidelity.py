@@ -26,7 +26,9 @@ import yaml
 from tests.archives import VARIANT_GROUP, copy_with_changes, write_variant_archive
 from tests.conftest import write_spec
 from tests.support.s3server import REGION, S3Server
-from vcube import cube, hdf, template, validate, workarea
+from vcube import hdf, template, validate, workarea
+from vcube.places import Places
+from vcube.repo import history
 from vcube.run_local import run_local
 from vcube.scan import ScanError
 from vcube.spec import DatasetSpec
@@ -75,7 +77,7 @@ def _assert_refused(spec: DatasetSpec, *needles: str) -> str:
     assert re.search(r"variable \w+", msg), msg
     for needle in needles:
         assert needle in msg, msg
-    hist = cube.history(cube.open_repo(spec), spec.target.branch)
+    hist = history(Places.of(spec).repo(), spec.target.branch)
     assert "m01" not in hist.groups  # nothing of the bad group is committed
     assert "m00" in hist.groups  # the good group is: the refusal is per group, before commit
     return msg
@@ -165,7 +167,7 @@ def test_refusal_through_the_cli_is_one_line_exit_1(
     assert "Traceback" not in res.stderr
     last = res.stderr.strip().splitlines()[-1]
     assert VICTIM in last and "variable sst" in last and "attribute scale_factor" in last, last
-    assert "m01" not in cube.history(cube.open_repo(spec), "main").groups
+    assert "m01" not in history(Places.of(spec).repo(), "main").groups
 
 
 @pytest.mark.s3
@@ -339,7 +341,7 @@ def test_a_group_in_one_later_file_is_refused(tmp_path: Path, variant: tuple[Pat
         run_local(spec, workers=1, progress=False)
     msg = str(err.value)
     assert VICTIM in msg and "'/extra'" in msg, msg
-    hist = cube.history(cube.open_repo(spec), "main")
+    hist = history(Places.of(spec).repo(), "main")
     assert "m01" not in hist.groups and "m00" in hist.groups
 
 

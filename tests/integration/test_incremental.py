@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from tests.conftest import SMALL
-from vcube import cube, template, validate
+from vcube import template, validate
+from vcube.places import Places
 from vcube.run_local import run_local
 from vcube.sample import write_sample_archive
 
@@ -15,7 +16,7 @@ from vcube.sample import write_sample_archive
 def _groups_committed(spec) -> list[str]:
     return [
         s.metadata["group"]
-        for s in cube.open_repo(spec).ancestry(branch="main")
+        for s in Places.of(spec).repo().ancestry(branch="main")
         if s.metadata.get("vcube") == "group"
     ]
 

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from vcube import cube, steps, template, validate, workarea
+from vcube import steps, template, validate, workarea
+from vcube.places import Places
+from vcube.repo import opening_snippet
 from vcube.run_local import run_local
 from vcube.scan import ScanError
 from vcube.spec import DatasetSpec
@@ -67,7 +69,7 @@ def test_every_file_reads_back_decoded(built: DatasetSpec) -> None:
 
 
 def test_history_has_one_commit_per_group_plus_init(built: DatasetSpec) -> None:
-    repo = cube.open_repo(built)
+    repo = Places.of(built).repo()
     kinds = [s.metadata.get("vcube") for s in repo.ancestry(branch="main")]
     assert kinds.count("init") == 1
     assert kinds.count("group") == 2
@@ -79,12 +81,12 @@ def test_history_has_one_commit_per_group_plus_init(built: DatasetSpec) -> None:
 
 
 def test_rerun_is_a_no_op(built: DatasetSpec) -> None:
-    repo = cube.open_repo(built)
+    repo = Places.of(built).repo()
     tip = repo.lookup_branch("main")
     summary = run_local(built, workers=1, progress=False)
     assert summary["up_to_date"] is True
     assert summary["commits"] == 0
-    assert cube.open_repo(built).lookup_branch("main") == tip
+    assert Places.of(built).repo().lookup_branch("main") == tip
 
 
 def test_status_reports_commits(built: DatasetSpec) -> None:
@@ -94,7 +96,7 @@ def test_status_reports_commits(built: DatasetSpec) -> None:
 
 
 def test_opening_snippet_works_in_a_fresh_interpreter(built: DatasetSpec) -> None:
-    snippet = cube.opening_snippet(built)
+    snippet = opening_snippet(built, Places.of(built).source, Places.of(built).target)
     assert len(snippet.splitlines()) == 3
     code = snippet + "\nprint(dict(ds.sizes)['polygon_id'], float(ds.DIC.isel(z_t=0).mean()))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -113,10 +115,10 @@ def test_grow_with_a_new_group_commits_only_it(
     _, spec = make_spec(root)
     run_local(spec, workers=1, progress=False)
     shutil.copytree(sample_archive / "001", root / "001")
-    before = [s.id for s in cube.open_repo(spec).ancestry(branch="main")]
+    before = [s.id for s in Places.of(spec).repo().ancestry(branch="main")]
     summary = run_local(spec, workers=1, progress=False, samples=12)
     assert summary["commits"] == 2  # the grow (init) and the new group
-    history = list(cube.open_repo(spec).ancestry(branch="main"))
+    history = list(Places.of(spec).repo().ancestry(branch="main"))
     assert [s.id for s in history[2:]] == before
     assert history[0].metadata["group"] == "001"
     assert _compare_every_file(spec, decode=False) == 12
@@ -174,11 +176,13 @@ def test_sigkill_at_random_points_then_rerun(
             pytest.fail(f"could not kill a run within {delay:.2f} s")
         if Path(spec.target.repo).exists():
             # After a crash the branch holds only whole commits: init and whole groups.
-            kinds = [s.metadata.get("vcube") for s in cube.open_repo(spec).ancestry(branch="main")]
+            kinds = [
+                s.metadata.get("vcube") for s in Places.of(spec).repo().ancestry(branch="main")
+            ]
             assert set(kinds) <= {"init", "group", None}
         assert _run(spec_file, env).wait() == 0, f"re-run after a kill at {delay:.2f} s"
         _identical_cubes(spec, clean)
-        metas = [s.metadata for s in cube.open_repo(spec).ancestry(branch="main")]
+        metas = [s.metadata for s in Places.of(spec).repo().ancestry(branch="main")]
         groups = [m["group"] for m in metas if m.get("vcube") == "group"]
         assert sorted(groups) == ["000", "001"]  # exactly one commit per group
         assert [m.get("vcube") for m in metas].count("init") == 1
@@ -228,7 +232,7 @@ def test_bad_file_fails_the_scan_naming_it(
     spec_file, spec = make_spec(root)
     # Group 000 is fine and gets committed; the bad file is in group 001.
     run_local(spec, workers=1, progress=False, groups=["000"])
-    tip = cube.open_repo(spec).lookup_branch("main")
+    tip = Places.of(spec).repo().lookup_branch("main")
     shard = bad_key.split("/")[0] + "-" + bad_key.split("/")[1]
     res = subprocess.run(
         [*VCUBE, "scan", str(spec_file), "--shard", shard], capture_output=True, text=True
@@ -240,7 +244,7 @@ def test_bad_file_fails_the_scan_naming_it(
     assert "Traceback" not in res.stderr
     with pytest.raises(ScanError, match=bad_key):
         run_local(spec, workers=1, progress=False)
-    assert cube.open_repo(spec).lookup_branch("main") == tip  # still at the last good commit
+    assert Places.of(spec).repo().lookup_branch("main") == tip  # still at the last good commit
     status = steps.status_step(spec)
     assert status["groups"]["000"]["state"] == "committed"
     assert status["groups"]["001"]["state"] == "failed"

@@ -16,7 +16,9 @@ import numpy as np
 
 from tests.conftest import SMALL, spec_dict, write_spec
 from tests.support.s3server import REGION, S3Server
-from vcube import cube, steps, template, validate, workarea
+from vcube import steps, template, validate, workarea
+from vcube.commit import commit_group
+from vcube.places import Places
 from vcube.sample import write_sample_archive
 
 
@@ -62,14 +64,14 @@ def test_racing_groups_over_different_steps_keep_every_value(
         if raced:
             return
         t = threading.Thread(
-            target=lambda: raced.append(cube.commit_group(spec, plan, tmpl, "000"))
+            target=lambda: raced.append(commit_group(Places.of(spec), plan, tmpl, "000"))
         )
         t.start()
         t.join(timeout=120)
 
-    second = cube.commit_group(spec, plan, tmpl, "001", on_file=commit_000_first)
+    second = commit_group(Places.of(spec), plan, tmpl, "001", on_file=commit_000_first)
     assert raced and raced[0]["changed"] and second["changed"]
-    repo = cube.open_repo(spec)
+    repo = Places.of(spec).repo()
     snaps = list(repo.ancestry(branch="main"))
     assert [s.metadata.get("group") for s in snaps[:2]] == ["001", "000"]
 

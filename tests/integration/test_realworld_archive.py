@@ -18,7 +18,8 @@ import xarray as xr
 
 from tests.archives import _write_real_file, write_daily_archive, write_decadal_archive
 from tests.conftest import write_spec
-from vcube import cube, template, validate, workarea
+from vcube import template, validate, workarea
+from vcube.places import Places
 from vcube.run_local import run_local
 from vcube.spec import DatasetSpec
 
@@ -132,7 +133,7 @@ def _run_cli(spec_path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _group_snapshots(spec: DatasetSpec) -> list[str]:
-    repo = cube.open_repo(spec)
+    repo = Places.of(spec).repo()
     return [str(s.metadata["group"]) for s in repo.ancestry(branch="main") if "group" in s.metadata]
 
 

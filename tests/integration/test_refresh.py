@@ -22,20 +22,21 @@ from tests.conftest import SMALL, write_spec
 from tests.integration.test_s3_build import s3_spec
 from tests.support.faultproxy import FaultProxy
 from tests.support.s3server import S3Server
-from vcube import cube, scan, steps, storage, template, validate, workarea
+from vcube import scan, steps, storage, template, validate, workarea
+from vcube.places import Places
 from vcube.run_local import run_local
 from vcube.sample import write_sample_archive
 from vcube.spec import DatasetSpec
 
 
 def _tip(spec: DatasetSpec) -> str:
-    return str(cube.open_repo(spec).lookup_branch(spec.target.branch))
+    return str(Places.of(spec).repo().lookup_branch(spec.target.branch))
 
 
 def _commits_since(spec: DatasetSpec, tip: str) -> list[dict[str, Any]]:
     """The metadata of the snapshots committed after `tip`, newest first."""
     out: list[dict[str, Any]] = []
-    for snap in cube.open_repo(spec).ancestry(branch=spec.target.branch):
+    for snap in Places.of(spec).repo().ancestry(branch=spec.target.branch):
         if snap.id == tip:
             return out
         out.append(dict(snap.metadata))
@@ -53,7 +54,7 @@ def _scan_bytes(spec: DatasetSpec) -> dict[str, bytes]:
 def _virtual_refs(spec: DatasetSpec) -> dict[str, tuple[str, int, int, int]]:
     tmpl = template.load_template(spec)
     names = [v.name for v in tmpl.variables.values() if v.kind == "virtual"]
-    store = cube.open_repo(spec).readonly_session(spec.target.branch).store
+    store = Places.of(spec).repo().readonly_session(spec.target.branch).store
     return validate.cube_refs(store, names)
 
 

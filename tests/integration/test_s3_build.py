@@ -26,7 +26,9 @@ import xarray as xr
 from tests.conftest import spec_dict, write_spec
 from tests.support.faultproxy import FAULT_503, FAULT_RESET, FaultProxy
 from tests.support.s3server import REGION, S3Server
-from vcube import cube, scan, steps, storage, template, validate, workarea
+from vcube import scan, steps, storage, template, validate, workarea
+from vcube.places import Places
+from vcube.repo import history
 from vcube.run_local import run_local
 from vcube.spec import DatasetSpec
 
@@ -153,10 +155,10 @@ def test_files_read_back_through_the_virtual_container(built: Built) -> None:
 
 
 def test_history_has_init_and_one_commit_per_group(built: Built) -> None:
-    hist = cube.history(cube.open_repo(built.spec), built.spec.target.branch)
+    hist = history(Places.of(built.spec).repo(), built.spec.target.branch)
     assert hist.init is not None
     assert sorted(hist.groups) == ["000", "001"]
-    repo = cube.open_repo(built.spec)
+    repo = Places.of(built.spec).repo()
     kinds = [s.metadata.get("group") for s in repo.ancestry(branch=built.spec.target.branch)]
     assert sorted(k for k in kinds if k) == ["000", "001"]
 
@@ -291,7 +293,7 @@ def test_racing_commits_on_one_branch(
         assert changed.count(True) == len(set(racers))
         if len(set(racers)) == 1:
             steps.commit_step(spec, "000")
-        repo = cube.open_repo(spec)
+        repo = Places.of(spec).repo()
         groups = [s.metadata.get("group") for s in repo.ancestry(branch="main")]
         assert sorted(g for g in groups if g) == ["000", "001"]
         # validate_cube raises ValidationFailed on any problem; the summary says what it saw.
@@ -358,7 +360,7 @@ def test_faults_and_latency_give_the_identical_cube(
         assert faults[FAULT_503] and faults[FAULT_RESET]
         _assert_same_scans(spec, built.spec)
         _dataset_equal(spec, built.spec)
-        hist = cube.history(cube.open_repo(spec), "main")
+        hist = history(Places.of(spec).repo(), "main")
         assert sorted(hist.groups) == ["000", "001"]
 
 
@@ -392,7 +394,7 @@ def test_server_gone_fails_in_bounded_time_and_keeps_the_last_commit(
     ):
         steps.commit_step(spec, "000")
         direct = _direct(spec, s3_server)
-        tip_before = cube.history(cube.open_repo(direct), "main").tip
+        tip_before = history(Places.of(direct).repo(), "main").tip
         proxy.reset_stats()
         # The server goes away in the middle of the next commit (after its first write).
         watcher = _kill_when(proxy, lambda s: any(r.method == "PUT" for r in s.records), 120)
@@ -412,7 +414,7 @@ def test_server_gone_fails_in_bounded_time_and_keeps_the_last_commit(
     assert "vcube" in err or "error" in err.lower()
     assert elapsed < GONE_TIMEOUT, f"took {elapsed:.0f} s to give up"
     # Through the real server: the branch is still at the last good commit.
-    hist = cube.history(cube.open_repo(direct), "main")
+    hist = history(Places.of(direct).repo(), "main")
     assert hist.tip == tip_before
     assert sorted(hist.groups) == ["000"]
     print(f"server gone: failed after {elapsed:.1f} s: {err}")

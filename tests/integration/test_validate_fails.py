@@ -24,7 +24,8 @@ from zarr.core.sync import sync
 
 from tests.archives import write_variant_archive
 from tests.conftest import write_spec
-from vcube import cube, template, validate, workarea
+from vcube import template, validate, workarea
+from vcube.places import Places
 from vcube.run_local import run_local
 from vcube.spec import DatasetSpec
 
@@ -54,7 +55,7 @@ def _copy_of(good: tuple[Path, dict[str, Any]], tmp_path: Path) -> tuple[Path, D
 
 def _break(spec: DatasetSpec, damage: Callable[[Any], None]) -> None:
     """Apply `damage` to a writable store of `main` and commit it (not a vcube commit)."""
-    session = cube.open_repo(spec).writable_session("main")
+    session = Places.of(spec).repo().writable_session("main")
     damage(session.store)
     session.commit("damage for a test", metadata={"test": "broken"})
 

@@ -66,10 +66,11 @@ def sample_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _open(spec_path: Path) -> Any:
     import xarray as xr
 
-    from vcube import cube, spec
+    from vcube import spec
+    from vcube.places import Places
 
     s = spec.load_spec(spec_path)
-    session = cube.open_repo(s).readonly_session(s.target.branch)
+    session = Places.of(s).repo().readonly_session(s.target.branch)
     return xr.open_zarr(session.store, consolidated=False)
 
 

@@ -1,0 +1,516 @@
+"""How is a region written into the repository and committed? Init creates or grows the
+cube's arrays; a commit writes one group's region (chunk refs and inline values) at a time.
+
+Each commit holds whole groups only and records the group id, file count and a digest of its
+inputs in the commit metadata (`repo.history` reads it back); that history is the single source
+of truth for what is done, so a crashed or repeated run simply skips what is committed and
+redoes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import icechunk
+import numpy as np
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.metadata.v3 import ArrayV3Metadata
+from zarr.core.sync import sync
+
+from vcube import storage
+from vcube.hdf import chunk_refs, file_node, open_h5, read_values
+from vcube.layout import (
+    CommitError,
+    RefPlacer,
+    array_chunks,
+    array_shape,
+    chunk_grid,
+    cube_chunks,
+)
+from vcube.places import Places
+from vcube.plan import Plan, PlanError
+from vcube.repo import META_KIND, history, inputs_digest
+from vcube.scan import ShardResult, read_result, result_digest
+from vcube.spec import DatasetSpec
+from vcube.template import Template, VarSchema
+from vcube.workarea import result_key
+
+COMMIT_TRIES = 50
+
+
+# --- repository ---------------------------------------------------------------------------------
+
+
+def _array_metadata(v: VarSchema, shape: list[int], chunks: list[int]) -> ArrayV3Metadata:
+    d = dict(v.zarr)
+    d["shape"] = shape
+    d["chunk_grid"] = {"name": "regular", "configuration": {"chunk_shape": chunks}}
+    d["dimension_names"] = v.dims
+    return ArrayV3Metadata.from_dict(d)
+
+
+def _path_coord_metadata(name: str, keys: list[str], chunk: int) -> tuple[ArrayV3Metadata, Any]:
+    numeric = all(k.isdigit() for k in keys)
+    values = np.array(
+        [int(k) for k in keys] if numeric else keys, dtype=np.int64 if numeric else str
+    )
+    md = ArrayV3Metadata.from_dict(
+        {
+            "zarr_format": 3,
+            "node_type": "array",
+            "shape": [len(keys)],
+            "data_type": "int64" if numeric else "string",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [chunk]}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+            "fill_value": 0 if numeric else "",
+            "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}]
+            if numeric
+            else [{"name": "vlen-utf8"}],
+            "attributes": {},
+            "dimension_names": [name],
+        }
+    )
+    return md, values
+
+
+def _set_json(store: Any, key: str, md: ArrayV3Metadata | bytes) -> bool:
+    """Write a zarr.json document if it differs from the stored one; True if written."""
+    proto = default_buffer_prototype()
+    data = md if isinstance(md, bytes) else md.to_buffer_dict(proto)["zarr.json"].to_bytes()
+    old = sync(store.get(key, prototype=proto))
+    if old is not None and json.loads(old.to_bytes()) == json.loads(data):
+        return False  # compared as JSON: key order is not a change
+    sync(store.set(key, proto.buffer.from_bytes(data)))
+    return True
+
+
+def checksum_of(src: storage.Location, version: str, last_modified: str) -> datetime | str:
+    """What Icechunk checks before reading a chunk: the ETag on S3, the mtime on local disk.
+
+    Icechunk keeps whole seconds; rounding up keeps a file that did not change readable.
+    """
+    if not src.is_local and not version[:4].isdigit():
+        return version
+    t = datetime.fromisoformat(last_modified)
+    return (t.replace(microsecond=0) + timedelta(seconds=1)) if t.microsecond else t
+
+
+# --- init ---------------------------------------------------------------------------------------
+
+
+def init_cube(places: Places, plan: Plan, template: Template, template_file: Any) -> dict[str, Any]:
+    """Create or grow every array to the planned shape and write what the plan already knows.
+
+    Idempotent: when nothing differs, nothing is committed. Growing keeps what is committed
+    (virtual arrays keep their chunk grid; small inline arrays are rewritten in their new
+    chunking); an array whose layout changed, or that left the template, is dropped.
+    """
+    t0 = time.perf_counter()
+    spec = places.spec
+    repo = places.repo(create=True)
+    session = repo.writable_session(spec.target.branch)
+    store = session.store
+    root_doc = json.dumps(
+        {"zarr_format": 3, "node_type": "group", "attributes": template.attrs}, sort_keys=True
+    ).encode()
+    _set_json(store, "zarr.json", root_doc)
+    src = places.source
+    path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
+    wanted = set(template.variables) | path_dims
+    for name in zarr.open_group(store, mode="r").array_keys():
+        if name not in wanted:
+            sync(store.delete_dir(name))  # left the template (dropped, renamed)
+    for v in template.variables.values():
+        shape = array_shape(v, plan, template)
+        md = _array_metadata(v, shape, array_chunks(v, spec, shape, template))
+        _ensure_array(store, v.name, md, keep_values=v.kind == "inline")
+    dim_by_name = {d["name"]: d for d in plan.dims}
+    for name in path_dims:
+        keys = dim_by_name[name]["keys"]
+        chunk = template.blocks[name] if name == spec.cube.commit_by else max(len(keys), 1)
+        md, values = _path_coord_metadata(name, keys, chunk)
+        _ensure_array(store, name, md, keep_values=False)
+        arr = zarr.open_array(store, path=name, mode="r+")
+        if not np.array_equal(np.asarray(arr[:]), values):
+            arr[:] = values
+    # Variables that do not vary along a concat dim come from the template file, once.
+    prev = history(repo, spec.target.branch).init
+    if prev is None or prev.metadata.get("template") != template.digest:
+        _write_static(spec, template, store, src, template_file)
+        # Readers open the repo with the stored config: it must hold the virtual chunk
+        # container even if a crash hit between creating the repo and this first commit.
+        repo.save_config()
+    if not session.has_uncommitted_changes:
+        return {"step": "init", "changed": False, "seconds": round(time.perf_counter() - t0, 3)}
+    snap = session.commit(
+        f"init: {len(template.variables)} arrays for plan {plan.digest}",
+        metadata={META_KIND: "init", "plan": plan.digest, "template": template.digest},
+    )
+    return {
+        "step": "init",
+        "changed": True,
+        "snapshot": snap,
+        "arrays": len(template.variables),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _ensure_array(store: Any, name: str, md: ArrayV3Metadata, *, keep_values: bool) -> None:
+    """Give an array this metadata. A new shape on the same chunk grid is a metadata change; a
+    new chunking drops the chunks, and with `keep_values` the values are written back."""
+    proto = default_buffer_prototype()
+    new = json.loads(md.to_buffer_dict(proto)["zarr.json"].to_bytes())
+    old_buf = sync(store.get(f"{name}/zarr.json", prototype=proto))
+    old = json.loads(old_buf.to_bytes()) if old_buf is not None else None
+    if old == new:
+        return
+    if old is None or {**old, "shape": None} == {**new, "shape": None}:
+        _set_json(store, f"{name}/zarr.json", md)
+        return
+    values = np.asarray(zarr.open_array(store, path=name, mode="r")[...]) if keep_values else None
+    sync(store.delete_dir(name))
+    _set_json(store, f"{name}/zarr.json", md)
+    if values is not None and values.ndim == len(md.shape):
+        overlap = tuple(slice(0, min(a, b)) for a, b in zip(values.shape, md.shape, strict=True))
+        zarr.open_array(store, path=name, mode="r+")[overlap] = values[overlap]
+
+
+def _write_static(
+    spec: DatasetSpec, template: Template, store: Any, src: storage.Location, pf: Any
+) -> None:
+    checksum = checksum_of(src, pf.version, pf.last_modified)
+    url = src.url_of(template.source_key)
+    with open_h5(src, template.source_key) as f:
+        node = file_node(f, template.source_key, template.file_group)
+        for v in template.variables.values():
+            if v.varies:
+                continue
+            ds = node[v.name]
+            if v.kind == "inline":
+                arr = zarr.open_array(store, path=v.name, mode="r+")
+                arr[...] = read_values(ds)
+                continue
+            grid = chunk_grid(v.file_shape, v.file_chunks)
+            offs, lens = chunk_refs(ds, grid)
+            _set_refs(store, v, grid, url, offs, lens, (0,) * len(grid), checksum)
+
+
+def _set_refs(
+    store: Any,
+    v: VarSchema,
+    grid: tuple[int, ...],
+    url: str,
+    offsets: np.ndarray,
+    lengths: np.ndarray,
+    arr_offset: tuple[int, ...],
+    checksum: datetime | str,
+) -> None:
+    flat_len = lengths.reshape(-1)
+    locs = [url if n else "" for n in flat_len] if not flat_len.all() else [url] * flat_len.size
+    failed = store.set_virtual_refs_arr(
+        v.name,
+        grid,
+        locs,
+        np.ascontiguousarray(offsets.reshape(-1), dtype=np.uint64),
+        np.ascontiguousarray(flat_len, dtype=np.uint64),
+        arr_offset=arr_offset,
+        checksum=checksum,
+    )
+    if failed:
+        raise CommitError(f"Icechunk refused refs of {v.name} from {url}: chunks {failed[:5]}")
+
+
+# --- commit -------------------------------------------------------------------------------------
+
+
+def load_group_results(
+    work: storage.Location, plan: Plan, template: Template, group: str
+) -> list[ShardResult]:
+    out = []
+    for sid in plan.groups[group]:
+        try:
+            res = read_result(storage.read_bytes(work, result_key(sid)))
+        except FileNotFoundError:
+            raise CommitError(
+                f"group {group}: shard {sid} has not been scanned: "
+                f"run `vcube scan SPEC --shard {sid}`"
+            ) from None
+        if res.meta.get("digest") != result_digest(plan.shards[sid]["digest"], template):
+            raise CommitError(
+                f"group {group}: the scan of shard {sid} is stale (its files or the template "
+                f"changed since): run `vcube scan SPEC --shard {sid}` again"
+            )
+        out.append(res)
+    return out
+
+
+def commit_group(
+    places: Places,
+    plan: Plan,
+    template: Template,
+    group: str,
+    *,
+    on_file: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write one group's region (chunk refs and inline values) and commit it once.
+
+    When another writer commits first, the session is rebased only if the two commits touch
+    no common chunk or metadata; otherwise the group's write is redone on the new tip, so the
+    read-compare-write of shared inline arrays sees the other writer's values (a rebase that
+    kept "ours" would put this group's stale copy of a shared chunk over them).
+    """
+    t0 = time.perf_counter()
+    if group not in plan.groups:
+        raise CommitError(f"group {group!r} is not in the plan (groups: {_some(plan.groups)})")
+    if template.steps.plan != plan.digest:
+        raise CommitError(
+            f"group {group}: the cube's layout was learnt for another plan: run `vcube init`"
+        )
+    digest = inputs_digest(plan, template, group)
+    spec = places.spec
+    repo = places.repo()
+    results: list[ShardResult] | None = None
+    tries = 0
+    while tries < COMMIT_TRIES:
+        hist = history(repo, spec.target.branch)
+        if hist.init is None:
+            raise CommitError("the cube has no init commit: run `vcube init` first")
+        done = hist.groups.get(group)
+        if done is not None and done.metadata.get("inputs") == digest:
+            return _commit_summary(group, False, done.id, plan.group_files(group), 0, t0)
+        if results is None:
+            results = load_group_results(places.work, plan, template, group)
+        session = repo.writable_session(spec.target.branch)
+        n_files, refs = _write_group(
+            places, plan, template, session.store, results, group, done is not None, on_file
+        )
+        on_file = None  # progress is reported for the first write only
+        metadata = {
+            META_KIND: "group",
+            "group": group,
+            "files": n_files,
+            "inputs": digest,
+            "plan": plan.digest,
+            "refs": refs,
+        }
+        while tries < COMMIT_TRIES:
+            tries += 1
+            try:
+                snap = session.commit(
+                    f"commit group {group}: {n_files} files", metadata=metadata, allow_empty=True
+                )
+                return _commit_summary(group, True, snap, n_files, refs, t0)
+            except icechunk.ConflictError:
+                pass
+            try:
+                session.rebase(icechunk.ConflictDetector())
+            except icechunk.RebaseFailedError:
+                break  # a chunk both wrote: redo the write on the new tip
+            # If the other writer committed this very group, ours is a duplicate: drop it.
+            now = history(repo, spec.target.branch).groups.get(group)
+            if now is not None and now.metadata.get("inputs") == digest:
+                return _commit_summary(group, False, now.id, n_files, 0, t0)
+    raise CommitError(f"group {group}: still conflicting after {COMMIT_TRIES} tries")
+
+
+def _write_group(
+    places: Places,
+    plan: Plan,
+    template: Template,
+    store: Any,
+    results: list[ShardResult],
+    group: str,
+    rewrite: bool,
+    on_file: Callable[[int, int], None] | None,
+) -> tuple[int, int]:
+    """Write a group's chunk refs and inline values into a session; returns (files, refs)."""
+    spec, src = places.spec, places.source
+    virt = template.virtual_varying()
+    n_files = sum(len(r.meta["files"]) for r in results)
+    refs = 0
+    done_files = 0
+    # One set_virtual_refs call per array for the whole group, each ref with its file's
+    # checksum: a call per file and array costs ~5x more CPU (bench/results, section 3).
+    specs: dict[str, list[icechunk.VirtualChunkSpec]] = {v.name: [] for v in virt}
+    layout = template.steps
+    placers = {v.name: RefPlacer(v, layout) for v in virt}
+    for res in results:
+        for i, fmeta in enumerate(res.meta["files"]):
+            try:
+                layout.check_file(fmeta["key"], fmeta["pos"], fmeta["steps"])
+            except PlanError as e:
+                raise CommitError(f"group {group}: {e}") from None
+            where = layout.places(fmeta["pos"])
+            url = src.url_of(fmeta["key"])
+            checksum = checksum_of(src, fmeta["version"], fmeta["last_modified"])
+            etag = checksum if isinstance(checksum, str) else None
+            mtime = checksum if isinstance(checksum, datetime) else None
+            for v in virt:
+                out = specs[v.name]
+                for index, off, length in placers[v.name].refs(
+                    fmeta["key"], where, res.offsets[v.name][i], res.lengths[v.name][i]
+                ):
+                    out.append(
+                        icechunk.VirtualChunkSpec(
+                            index=index,
+                            location=url,
+                            offset=off,
+                            length=length,
+                            etag_checksum=etag,
+                            last_updated_at_checksum=mtime,
+                        )
+                    )
+                    refs += 1
+            done_files += 1
+            if on_file:
+                on_file(done_files, n_files)
+    for v in virt:
+        failed = store.set_virtual_refs(v.name, specs[v.name])
+        if failed:
+            bad = {tuple(s.index): s.location for s in specs[v.name]}
+            raise CommitError(
+                f"Icechunk refused refs of {v.name} from {bad.get(tuple(failed[0]), '?')}: "
+                f"chunks {failed[:5]}"
+            )
+    if rewrite:  # nothing of the old version may survive
+        _delete_stale_refs(spec, plan, template, store, results, specs)
+    _write_inline(spec, plan, template, store, results, group, rewrite=rewrite)
+    return n_files, refs
+
+
+def _commit_summary(
+    group: str, changed: bool, snapshot: str, files: int, refs: int, t0: float
+) -> dict[str, Any]:
+    return {
+        "step": "commit",
+        "group": group,
+        "changed": changed,
+        "snapshot": snapshot,
+        "files": files,
+        "refs": refs,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _delete_stale_refs(
+    spec: DatasetSpec,
+    plan: Plan,
+    template: Template,
+    store: Any,
+    results: list[ShardResult],
+    written: dict[str, list[icechunk.VirtualChunkSpec]],
+) -> None:
+    """Delete the group's chunk refs that this commit does not set again (files gone since)."""
+    commit_dim = spec.cube.commit_by
+    pos_commit = results[0].meta["files"][0]["pos"][spec.cube.dim_names.index(commit_dim)]
+    for v in template.virtual_varying():
+        keep = {tuple(s.index) for s in written[v.name]}
+        file_chunk = dict(zip(v.file_dims, cube_chunks(v, template.steps), strict=True))
+        ranges = []
+        shape = array_shape(v, plan, template)
+        grid = chunk_grid(shape, [file_chunk.get(d, 1) for d in v.dims])
+        for d, n in zip(v.dims, grid, strict=True):
+            if d == commit_dim:
+                per = template.steps.commit_steps // file_chunk.get(d, 1)
+                ranges.append(range(pos_commit * per, (pos_commit + 1) * per))
+            else:
+                ranges.append(range(n))
+        for idx in np.ndindex(*[len(r) for r in ranges]):
+            chunk = tuple(r[i] for r, i in zip(ranges, idx, strict=True))
+            if chunk not in keep:
+                key = f"{v.name}/c/" + "/".join(map(str, chunk))
+                if sync(store.exists(key)):
+                    sync(store.delete(key))
+
+
+def _write_inline(
+    spec: DatasetSpec,
+    plan: Plan,
+    template: Template,
+    store: Any,
+    results: list[ShardResult],
+    group: str,
+    *,
+    rewrite: bool = False,
+) -> None:
+    """Write each inline variable's region for the group in one read-compare-write.
+
+    On a rewrite the group's part of arrays along `commit_by` starts from the fill value, so a
+    file that disappeared leaves no old values behind.
+    """
+    layout = template.steps
+    files = [
+        (res, i, layout.places(f["pos"]))
+        for res in results
+        for i, f in enumerate(res.meta["files"])
+    ]
+    if not files:
+        return
+    path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
+    for v in template.inline_varying():
+        if v.name in path_dims:
+            continue  # written by init from the plan
+        if any(v.name not in r.values for r in results):
+            raise CommitError(f"group {group}: the scans lack {v.name}: scan the group again")
+        arr = zarr.open_array(store, path=v.name, mode="r+")
+        starts = {d: min(p[d][0] for _, _, p in files) for d in v.varies}
+        stops = {d: max(p[d][0] + p[d][1] for _, _, p in files) for d in v.varies}
+        region = tuple(slice(starts[d], stops[d]) if d in starts else slice(None) for d in v.dims)
+        old = np.asarray(arr[region])
+        new = old.copy()
+        if rewrite and spec.cube.commit_by in v.dims:
+            new[...] = arr.metadata.fill_value
+        written = np.zeros(new.shape, bool)
+        for res, i, p in files:
+            # The scans pad values to the shard's longest file: take this file's steps.
+            shape = [
+                p[d][1] if d in p else n for d, n in zip(v.file_dims, v.file_shape, strict=True)
+            ]
+            val = res.values[v.name][i][tuple(slice(0, n) for n in shape)]
+            by_dim = dict(zip(v.file_dims, shape, strict=True))
+            val = val.reshape([by_dim.get(d, 1) for d in v.dims])
+            sl = tuple(
+                slice(p[d][0] - starts[d], p[d][0] + p[d][1] - starts[d])
+                if d in starts
+                else slice(None)
+                for d in v.dims
+            )
+            prev, seen = new[sl], written[sl]
+            clash = seen & ~_equal(prev, val)
+            if clash.any():
+                raise CommitError(
+                    f"group {group}: files disagree on {v.name} at the same place "
+                    f"({res.meta['files'][i]['key']} has {val[clash].ravel()[:3]}, another file "
+                    f"{prev[clash].ravel()[:3]})"
+                )
+            new[sl] = val
+            written[sl] = True
+        if spec.cube.commit_by not in v.dims:
+            fill = arr.metadata.fill_value
+            set_before = ~_equal(old, np.full_like(old, fill))
+            clash = set_before & written & ~_equal(old, new)
+            if clash.any():
+                raise CommitError(
+                    f"group {group}: {v.name} differs from what earlier groups wrote "
+                    f"({new[clash].ravel()[:3]} vs {old[clash].ravel()[:3]}): the files of "
+                    "different groups disagree on a shared coordinate"
+                )
+        if not np.array_equal(old, new, equal_nan=new.dtype.kind in "fc"):
+            arr[region] = new
+
+
+def _equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    eq = a == b
+    if a.dtype.kind in "fc":
+        eq |= np.isnan(a) & np.isnan(b)
+    return np.asarray(eq)
+
+
+def _some(groups: dict[str, Any]) -> str:
+    ids = list(groups)
+    return ", ".join(ids[:5]) + (f", ... ({len(ids)} in all)" if len(ids) > 5 else "")
