@@ -1,4 +1,4 @@
-"""Submit a `vcube-build` Workflow and read its progress, the way `argo submit` does.
+"""How is a `vcube-build` Workflow submitted and followed? The way `argo submit` does it.
 
 With ``ARGO_SERVER`` set, requests go through the Argo Server API (Hera's WorkflowsService,
 ``ARGO_TOKEN``, ``ARGO_NAMESPACE``, ``ARGO_SECURE``, ``ARGO_INSECURE_SKIP_VERIFY``); without it,

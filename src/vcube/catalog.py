@@ -1,4 +1,4 @@
-"""Old names of `plan` and `workarea`, kept only for bench/fanin.py until it imports those.
+"""Where did the planner go? Old names of `plan` and `workarea`, for bench/fanin.py only.
 
 Nothing in src/ or tests/ imports this module; delete it once bench/fanin.py is moved over.
 """

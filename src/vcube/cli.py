@@ -1,4 +1,4 @@
-"""The `vcube` command: the same verbs on a laptop and in an Argo pod.
+"""What does a person or a pod type? The `vcube` command: the same verbs on a laptop and in Argo.
 
 Machine-readable JSON goes to stdout (and to --outputs-dir for Argo output parameters),
 progress and logs to stderr. Exit codes: 0 success, 1 the data or the cube is at fault,

@@ -1,5 +1,8 @@
-"""Old spec-taking names of `repo` and `commit`, kept only for bench/fanin.py and
-tests/cluster/ until they use `places.Places`; nothing else imports this module."""
+"""Where did the cube's repo and commit code go? To `repo` and `commit`.
+
+Spec-taking names kept only for bench/fanin.py and tests/cluster/ until they use
+`places.Places`; nothing else imports this module.
+"""
 
 from __future__ import annotations
 

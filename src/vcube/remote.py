@@ -1,4 +1,4 @@
-"""A read-only, seekable file over one object in an object store, made for HDF5 metadata walks.
+"""How is one object read like a file? Read-only, seekable, block-cached, for HDF5 metadata walks.
 
 `h5py.File(RemoteFile(...), "r")` works on it. Reading HDF5 metadata means hundreds of small
 reads spread over the file, each depending on the previous one; against S3 every read is a

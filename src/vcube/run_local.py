@@ -1,4 +1,4 @@
-"""The embedded executor: the whole build on one machine with a process pool and progress bars.
+"""How does the whole build run on one machine? A process pool and progress bars.
 
 Scans run in worker processes (h5py holds a global lock, so threads would not parallelise
 parsing); commits run in this process, one group at a time, because Icechunk's local

@@ -1,4 +1,4 @@
-"""A synthetic archive with the real OAE atlas file layout, for tests, demos and benchmarks.
+"""What does an archive like the atlas look like? A synthetic one with its file layout, for tests.
 
 Only the sizes shrink (nlat x nlon, level count, numbers of polygons / injection dates / months);
 the variables, dims, dtypes, chunking, compression and attributes are those of the real files,

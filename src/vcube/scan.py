@@ -1,4 +1,4 @@
-"""Scanning a shard: HDF5 metadata only — chunk refs, inline values, a structural check.
+"""What refs and values does a shard hold? HDF5 metadata only: chunk refs, inline values, checks.
 
 No xarray Dataset is built per file: h5py walks each variable's chunk index (byte offset and
 size of every chunk) and reads the few small inline variables. The result of a shard is one

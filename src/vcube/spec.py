@@ -1,4 +1,4 @@
-"""The dataset spec: a typed, frozen description of one archive and the cube built from it.
+"""What is the dataset? A typed, frozen description of one archive and the cube built from it.
 
 Everything dataset-specific lives in the spec file, so nothing in vcube knows about the atlas.
 Validation messages say what to change in the YAML.

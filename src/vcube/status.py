@@ -1,4 +1,4 @@
-"""Where every group of the plan stands, from the repo's history and the work area alone.
+"""What is done, pending, failed? Every group of the plan, from the repo's history and work area.
 
 Group states, in the order they are decided:
 

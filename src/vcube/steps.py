@@ -1,4 +1,4 @@
-"""The pipeline steps exactly as a pod runs them: plan, init, scan, commit, validate, status.
+"""What does each step do, as a pod runs it? plan, init, scan, commit, validate, status.
 
 Each step reads what it needs from the work area and the repo, so the local executor and the
 Argo pods call the very same functions (never two code paths for the same step). Each returns

@@ -1,4 +1,4 @@
-"""Where bytes live: local directories and S3 prefixes behind one small interface.
+"""Where do bytes live? Local directories and S3 prefixes behind one small interface.
 
 Every URL in a spec (source root, Icechunk repo, work area) becomes a `Location`. The rest of
 vcube lists, reads and writes through it, and asks it for the matching Icechunk storage and

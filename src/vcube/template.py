@@ -1,4 +1,4 @@
-"""The cube's schema, derived once from a template file through VirtualiZarr.
+"""What is the cube's schema? Derived once from a template file through VirtualiZarr.
 
 VirtualiZarr's HDF parser turns the template into Zarr V3 array metadata (dtype, codecs, fill
 value, CF attributes, dimension names); we keep that metadata verbatim and only change shapes

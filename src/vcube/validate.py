@@ -1,4 +1,4 @@
-"""Checking a built cube against the plan and against the source files themselves.
+"""Does the cube say what the files say? A built cube checked against the plan and the files.
 
 Dims must be as planned, every planned chunk must be present (or reported missing), and
 values read through the cube must equal values read directly from sampled source files with
