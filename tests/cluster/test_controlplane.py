@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +17,9 @@ import pytest
 import yaml
 
 from tests.cluster import controlplane
+from tests.cluster.argo_helpers import wait_for
 from tests.cluster.conftest import Cluster
+from tests.k8s.manifests import REPO, kustomize
 
 ARGO_CRDS = {
     "clusterworkflowtemplates",
@@ -79,13 +82,9 @@ def _paths(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def _kustomize(path: Path) -> dict[tuple[str, str], Any]:
-    out = subprocess.run(
-        [str(controlplane.kubectl_path()), "kustomize", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out) if d}
+    """`kubectl kustomize` of a directory, by (kind, name)."""
+    objs = kustomize(os.path.relpath(path, REPO))
+    return {(d["kind"], d["metadata"]["name"]): d for d in objs}
 
 
 def test_overlay_changes_only_spec_path_and_s3_endpoint(tmp_path: Path) -> None:
@@ -143,15 +142,6 @@ def test_api_server_ready_and_argo_installed(
     cfg = yaml.safe_load(cm["data"]["config"])
     assert cfg["workflowDefaults"] == controlplane.chart_values()["controller"]["workflowDefaults"]
     assert cfg["artifactRepository"]["s3"]["endpoint"] == cluster.s3.endpoint.split("://")[1]
-
-
-def _wait(what: str, check: Any, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout} s: {what}")
 
 
 def test_service_account_token_authenticates_and_rbac_limits_it(
@@ -230,18 +220,22 @@ def test_controller_manager_collects_garbage_and_publishes_root_ca(
     }
     kubectl("apply", "-f", "-", stdin=json.dumps(dependent))
     kubectl("delete", "configmap", "gc-owner", "-n", "default")
-    _wait(
+    wait_for(
         "the garbage collector to delete gc-dependent",
         lambda: (
             not kubectl("get", "configmap", "gc-dependent", "-n", "default", "--ignore-not-found")
         ),
+        timeout=90,
+        every=0.5,
     )
     kubectl("create", "namespace", "gc-ns")
     kubectl("create", "configmap", "x", "-n", "gc-ns")
     kubectl("delete", "namespace", "gc-ns", "--wait=false")
-    _wait(
+    wait_for(
         "the namespace controller to finish deleting gc-ns",
         lambda: not kubectl("get", "namespace", "gc-ns", "--ignore-not-found"),
+        timeout=90,
+        every=0.5,
     )
 
 

@@ -12,14 +12,14 @@ kubelet endpoint through the API server). Plus a pod no node fits.
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cluster.argo_helpers import wait_for
 from tests.cluster.conftest import Cluster
 from tests.cluster.nodeagent.kube import ApiError, Client, load_kubeconfig
 
@@ -28,6 +28,7 @@ LABEL = "vcube.io/test"
 IMAGE = "nodeagent.invalid/ignored:never-pulled"  # the agent ignores images
 RUN = uuid.uuid4().hex[:8]
 DONE = ("Succeeded", "Failed", "Error")
+POLL = 0.5  # seconds between checks while waiting (argo_helpers.wait_for)
 PRODUCED = "{{steps.produce.outputs.parameters"
 SPOT = {
     "nodeSelector": {"karpenter.sh/capacity-type": "spot"},
@@ -182,22 +183,12 @@ def get_wf(api: Client, name: str) -> dict[str, Any]:
     return dict(api.get(f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows/{name}"))
 
 
-def wait(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
-    """Poll check() until it returns something truthy."""
-    end = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
-
-
 def finished(api: Client, name: str) -> dict[str, Any]:
-    wf = wait(
+    wf = wait_for(
         f"workflow {name} to finish",
         lambda: (w := get_wf(api, name)).get("status", {}).get("phase") in DONE and w,
+        90,
+        every=POLL,
     )
     return dict(wf)
 
@@ -260,23 +251,25 @@ def container_processes(pod_name: str) -> list[int]:
     return out
 
 
+def running_pod(api: Client, workflow_name: str) -> dict[str, Any] | None:
+    """A pod of the Workflow whose `main` container runs, if there is one."""
+    selector = f"workflows.argoproj.io/workflow={workflow_name}"
+    for pod in api.get(f"/api/v1/namespaces/{NS}/pods", labelSelector=selector)["items"]:
+        statuses = {c["name"]: c["state"] for c in pod["status"].get("containerStatuses") or []}
+        if "running" in statuses.get("main", {}):
+            return dict(pod)
+    return None
+
+
 def test_pod_deleted_mid_run_is_retried_and_leaves_no_process(
     api: Client, submitted: dict[str, str]
 ) -> None:
     name = submitted["lost"]
-    selector = f"workflows.argoproj.io/workflow={name}"
-
-    def running_pod() -> dict[str, Any] | None:
-        for pod in api.get(f"/api/v1/namespaces/{NS}/pods", labelSelector=selector)["items"]:
-            statuses = {c["name"]: c["state"] for c in pod["status"].get("containerStatuses") or []}
-            if "running" in statuses.get("main", {}):
-                return dict(pod)
-        return None
-
-    pod = wait("the first attempt to run", running_pod)
+    pod = wait_for("the first attempt to run", lambda: running_pod(api, name), 90, every=POLL)
     pod_name = pod["metadata"]["name"]
     assert pod["spec"]["nodeName"] == "spot-0"
-    wait("its processes", lambda: len(container_processes(pod_name)) >= 3)  # wait, emissary, sleep
+    # wait, emissary, sleep
+    wait_for("its processes", lambda: len(container_processes(pod_name)) >= 3, 90, every=POLL)
     api.delete(f"/api/v1/namespaces/{NS}/pods/{pod_name}")
 
     def gone() -> bool:
@@ -286,7 +279,7 @@ def test_pod_deleted_mid_run_is_retried_and_leaves_no_process(
             return exc.status == 404
         return False
 
-    wait("the deleted pod to be gone", gone, timeout=60)
+    wait_for("the deleted pod to be gone", gone, 60, every=POLL)
     assert container_processes(pod_name) == []
     wf = finished(api, name)
     assert wf["status"]["phase"] == "Succeeded", summary(wf)
@@ -299,31 +292,24 @@ def test_pod_deleted_mid_run_is_retried_and_leaves_no_process(
 def test_stopped_workflow_stops_its_running_pod(api: Client, submitted: dict[str, str]) -> None:
     """`shutdown: Stop`: the controller signals the pod through pods/exec -> kubelet endpoint."""
     name = submitted["stopped"]
-    selector = f"workflows.argoproj.io/workflow={name}"
-
-    def running_pod() -> dict[str, Any] | None:
-        for pod in api.get(f"/api/v1/namespaces/{NS}/pods", labelSelector=selector)["items"]:
-            statuses = {c["name"]: c["state"] for c in pod["status"].get("containerStatuses") or []}
-            if "running" in statuses.get("main", {}):
-                return dict(pod)
-        return None
-
-    pod_name = wait("the step to run", running_pod)["metadata"]["name"]
-    wait("its processes", lambda: len(container_processes(pod_name)) >= 3)
+    pod = wait_for("the step to run", lambda: running_pod(api, name), 90, every=POLL)
+    pod_name = pod["metadata"]["name"]
+    wait_for("its processes", lambda: len(container_processes(pod_name)) >= 3, 90, every=POLL)
     api.patch(
         f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows/{name}",
         {"spec": {"shutdown": "Stop"}},
     )
     wf = finished(api, name)
     assert wf["status"]["phase"] == "Failed", summary(wf)
-    pod = wait(
+    pod = wait_for(
         "the pod to terminate",
         lambda: (
             (p := api.get(f"/api/v1/namespaces/{NS}/pods/{pod_name}"))["status"]["phase"]
             in ("Failed", "Succeeded")
             and p
         ),
-        timeout=60,
+        60,
+        every=POLL,
     )
     main = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "main")
     assert main["state"]["terminated"]["exitCode"] != 0
@@ -349,10 +335,11 @@ def test_pod_that_fits_no_node_stays_pending(api: Client, submitted: dict[str, s
             conds = {c["type"]: c for c in current["status"].get("conditions") or []}
             return conds.get("PodScheduled")
 
-        cond = wait("PodScheduled=False", condition, timeout=30)
+        cond = wait_for("PodScheduled=False", condition, 30, every=POLL)
         assert (cond["status"], cond["reason"]) == ("False", "Unschedulable")
         assert cond["message"].startswith("0/3 nodes are available")
-        assert api.get(path)["status"]["phase"] == "Pending"
-        assert not api.get(path)["spec"].get("nodeName")
+        current = api.get(path)
+        assert current["status"]["phase"] == "Pending"
+        assert not current["spec"].get("nodeName")
     finally:
         api.delete(path)

@@ -69,6 +69,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def boto3_client(endpoint: str) -> Any:
+    """A boto3 S3 client on `endpoint` with the dummy credentials (explicit: no environment)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=DUMMY_KEY_ID,
+        aws_secret_access_key=DUMMY_SECRET,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+    )
+
+
+def create_bucket(endpoint: str, name: str) -> str:
+    """Create bucket `name` on the server at `endpoint` if it does not exist yet; return it."""
+    client = boto3_client(endpoint)
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+        client.create_bucket(Bucket=name)
+    return name
+
+
 class S3Server:
     """moto's S3 server in a child process bound to 127.0.0.1 on a free port.
 
@@ -150,18 +173,8 @@ class S3Server:
     # -- clients -----------------------------------------------------------------------------
 
     def boto3_client(self, endpoint: str | None = None) -> Any:
-        """A boto3 S3 client with the dummy credentials (explicit: no environment needed)."""
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "s3",
-            endpoint_url=endpoint or self.endpoint,
-            region_name=REGION,
-            aws_access_key_id=DUMMY_KEY_ID,
-            aws_secret_access_key=DUMMY_SECRET,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
-        )
+        """A boto3 S3 client with the dummy credentials (on this server unless `endpoint`)."""
+        return boto3_client(endpoint or self.endpoint)
 
     def obstore_store(
         self, bucket: str, *, prefix: str | None = None, endpoint: str | None = None, **kw: Any
@@ -185,10 +198,7 @@ class S3Server:
 
     def create_bucket(self, name: str) -> str:
         """Create `name` if it does not exist yet; return it."""
-        client = self.boto3_client()
-        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
-            client.create_bucket(Bucket=name)
-        return name
+        return create_bucket(self.endpoint, name)
 
     def upload_dir(self, local: Path, bucket: str, prefix: str = "") -> list[str]:
         """Upload every file under `local` to `s3://bucket/prefix/<relative path>`; return keys."""

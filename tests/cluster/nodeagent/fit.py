@@ -56,12 +56,6 @@ def _number(s: str, original: object) -> Decimal:
     return value
 
 
-def format_cpu(value: Decimal) -> str:
-    """CPU as the API prints it: whole cores or millicores."""
-    milli = int((value * 1000).to_integral_value(rounding="ROUND_CEILING"))
-    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
-
-
 # -- resources ---------------------------------------------------------------------------------
 
 
