@@ -25,6 +25,7 @@ Substitution is strict: an unresolved ``{{...}}`` is an error, as it is for Argo
 from __future__ import annotations
 
 import json
+import operator
 import os
 import re
 import subprocess
@@ -43,6 +44,15 @@ SCRATCH = "/tmp"
 
 
 _STATES = {"Succeeded", "Failed", "Errored"}
+# The comparisons a `when` may use (numbers, or strings for == and !=).
+_COMPARISONS = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+}
 
 
 class EmulationError(AssertionError):
@@ -289,15 +299,7 @@ class Emulator:
         except ValueError:
             if op not in ("==", "!="):
                 raise EmulationError(f"when {condition!r}: {op} needs numbers") from None
-        ops = {
-            "==": a == b,
-            "!=": a != b,
-            ">=": a >= b,
-            "<=": a <= b,
-            ">": a > b,
-            "<": a < b,
-        }
-        return bool(ops[op])
+        return bool(_COMPARISONS[op](a, b))
 
     def _run_container(
         self, tmpl: dict[str, Any], scope: dict[str, Any], path: str

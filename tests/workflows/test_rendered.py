@@ -96,13 +96,14 @@ def test_every_pod_is_locked_down_sized_and_labelled() -> None:
             )
 
 
-def _child() -> dict[str, Any]:
-    """The child Workflow of one group, as the parent's controller would apply it."""
+def _child(workflow_name: str = "vcube-build-x7k2p") -> dict[str, Any]:
+    """The child Workflow of group 012, as the controller would apply it for the parent
+    Workflow `workflow_name`."""
     launch = next(t for t in template_dict()["spec"]["templates"] if "resource" in t)
     text = launch["resource"]["manifest"]
     for var, value in {
         "{{workflow.parameters.spec}}": "/app/datasets/oae-atlas.yaml",
-        "{{workflow.name}}": "vcube-build-x7k2p",
+        "{{workflow.name}}": workflow_name,
         "{{inputs.parameters.group}}": "012",
         "{{inputs.parameters.shards}}": '["012-01","012-04","012-07","012-10"]',
         "{{inputs.parameters.image}}": IMAGE,
@@ -245,10 +246,14 @@ def test_group_step_applies_one_deterministic_child_and_the_exit_handler_stops_t
     child = _child()
     assert "generateName" not in child["metadata"]
     assert child["metadata"]["name"] == "vcube-build-x7k2p-g012"
+    assert child["metadata"]["labels"]["vcube.io/parent-workflow"] == "vcube-build-x7k2p"
     # Workflow names become label values (<= 63): the longest parents are CronWorkflow runs
     # (vcube-refresh-<10-digit timestamp>); atlas group ids have 3 digits.
-    assert len("vcube-refresh-1733109420" + "-g" + "012") <= 63
-    assert child["metadata"]["labels"]["vcube.io/parent-workflow"] == "vcube-build-x7k2p"
+    cron_child = _child("vcube-refresh-1733109420")["metadata"]
+    assert cron_child["name"] == "vcube-refresh-1733109420-g012"
+    assert cron_child["labels"]["vcube.io/parent-workflow"] == "vcube-refresh-1733109420"
+    for value in (cron_child["name"], *cron_child["labels"].values()):
+        assert len(value) <= 63, value
     # The exit handler: only when the build did not succeed, as the launcher identity.
     exit_dag = templates[spec["onExit"]]
     (task,) = [t for t in exit_dag["dag"]["tasks"] if t["name"] == "stop-children"]
