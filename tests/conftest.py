@@ -37,6 +37,13 @@ def write_spec(path: Path, raw: dict[str, Any]) -> tuple[Path, DatasetSpec]:
     return path, load_spec(path)
 
 
+def local_spec(tmp: Path, archive_dir: Path, name: str) -> Path:
+    """datasets/sample.yaml on a local archive, its cube and work area in tmp: a spec file."""
+    raw = spec_dict(str(archive_dir), str(tmp / f"{name}-cube"))
+    raw["target"]["work"] = str(tmp / f"{name}-work")
+    return write_spec(tmp / f"{name}.yaml", raw)[0]
+
+
 @pytest.fixture(scope="session")
 def sample_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("archive") / "sample-archive"

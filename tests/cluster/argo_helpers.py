@@ -21,11 +21,11 @@ from typing import Any
 import yaml
 
 from tests.support.s3server import REGION, S3Server
+from vcube.argo import COMPLETED_LABEL, PARENT_LABEL
 
 REPO = Path(__file__).resolve().parents[2]
 SPECS = REPO / "build" / "argo-tests"
 VCUBE = Path(sys.executable).parent / "vcube"
-PARENT_LABEL = "vcube.io/parent-workflow"
 # Argo's rule for display names (workflow/controller/operator.go, v4.0.5).
 DISPLAY_NAME_RE = r"^[a-zA-Z0-9][a-zA-Z0-9-.]{0,61}[a-zA-Z0-9]$"
 # Small enough to keep a build at a few pod cycles: 2 groups x 2 shards x 2 files.
@@ -59,13 +59,11 @@ def make_case(
     label: str,
     *,
     source_endpoint: str | None = None,
-    archive_bucket: str | None = None,
 ) -> Case:
-    """A fresh cube bucket (and the archive uploaded unless given) with its spec file."""
+    """A fresh cube bucket and the archive uploaded to its own bucket, with its spec file."""
     name = f"{label}-{next(_ids)}-{os.getpid()}"
-    if archive_bucket is None:
-        archive_bucket = s3.create_bucket(f"arc-{name}")
-        s3.upload_dir(archive_dir, archive_bucket, "data")
+    archive_bucket = s3.create_bucket(f"arc-{name}")
+    s3.upload_dir(archive_dir, archive_bucket, "data")
     cubes = s3.create_bucket(f"cube-{name}")
     raw = yaml.safe_load((REPO / "datasets" / "sample.yaml").read_text())
     raw["name"] = f"argo-{label}"
@@ -78,17 +76,6 @@ def make_case(
     spec = SPECS / f"{name}.yaml"
     spec.write_text(yaml.safe_dump(raw, sort_keys=False))
     return Case(name, spec, archive_bucket, cubes)
-
-
-def local_spec(tmp: Path, archive_dir: Path, name: str) -> Path:
-    """datasets/sample.yaml on the local archive, cube in tmp: what `vcube run` builds."""
-    raw = yaml.safe_load((REPO / "datasets" / "sample.yaml").read_text())
-    raw["source"]["root"] = str(archive_dir)
-    raw["target"]["repo"] = str(tmp / f"{name}-cube")
-    raw["target"]["work"] = str(tmp / f"{name}-work")
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
 
 
 def submit(env: dict[str, str], spec: Path, groups: str = "") -> str:
@@ -132,7 +119,7 @@ def wait_done(kubectl: Any, name: str, timeout: float = 400) -> dict[str, Any]:
     def done() -> dict[str, Any] | None:
         wf = get(kubectl, "workflow", name)
         labels = wf["metadata"].get("labels") or {}
-        return wf if labels.get("workflows.argoproj.io/completed") == "true" else None
+        return wf if labels.get(COMPLETED_LABEL) == "true" else None
 
     try:
         return dict(wait_for(f"workflow {name} to finish", done, timeout, every=2))

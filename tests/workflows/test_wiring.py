@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import local_spec
 from tests.workflows.argo_emulator import EmulationError, Emulator, NodeRecord
 from workflows.render import OUTPUT_DIR
 from workflows.template import GROUP_TEMPLATE_NAME, TEMPLATE_NAME
@@ -37,16 +38,6 @@ def _library() -> dict[str, dict[str, Any]]:
 def _emulator(workdir: Path) -> Emulator:
     library = _library()
     return Emulator(library[TEMPLATE_NAME], workdir, library=library)
-
-
-def _spec(tmp: Path, archive: Path, name: str) -> Path:
-    raw = yaml.safe_load((REPO_ROOT / "datasets" / "sample.yaml").read_text())
-    raw["source"]["root"] = str(archive)
-    raw["target"]["repo"] = str(tmp / f"{name}-cube")
-    raw["target"]["work"] = str(tmp / f"{name}-work")
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +86,8 @@ def test_rendered_dags_build_the_cube_vcube_run_builds_and_resume(
 ) -> None:
     import xarray as xr
 
-    argo_spec = _spec(tmp_path, sample_archive, "argo")
-    local_spec = _spec(tmp_path, sample_archive, "local")
+    argo_spec = local_spec(tmp_path, sample_archive, "argo")
+    run_spec = local_spec(tmp_path, sample_archive, "local")
 
     # 1. A partial build (groups=000), as if the first submission had been cut short.
     first = _emulator(tmp_path / "first")
@@ -181,11 +172,11 @@ def test_rendered_dags_build_the_cube_vcube_run_builds_and_resume(
 
     # 4. The local executor builds an identical cube from the same archive.
     subprocess.run(
-        [str(VCUBE), "run", str(local_spec), "--workers", "2", "--quiet"],
+        [str(VCUBE), "run", str(run_spec), "--workers", "2", "--quiet"],
         check=True,
         capture_output=True,
     )
-    xr.testing.assert_identical(_open(argo_spec), _open(local_spec))
+    xr.testing.assert_identical(_open(argo_spec), _open(run_spec))
 
 
 def test_emulator_refuses_unresolved_parameters(tmp_path: Path) -> None:
