@@ -199,20 +199,41 @@ def _tail(nodes: _Nodes, root: str, spec: dict[str, Any] | None = None) -> None:
         return
     templates = {t["name"]: t for t in spec["templates"]}
     handler = f"{root}.onExit"
+    body = templates[spec["onExit"]]
+    if "steps" in body:  # a Steps node, a StepGroup node per group, then each step's nodes
+        nodes.add(handler, handler, "Steps", spec["onExit"], None, None)
+        for i, group in enumerate(body["steps"]):
+            parent = nodes.add(
+                f"{handler}[{i}]", f"[{i}]", "StepGroup", None, _node_id(handler), handler
+            )
+            for step in group:
+                _exit_pod(nodes, templates, f"{parent}.{step['name']}", step, handler, parent)
+        return
     nodes.add(handler, handler, "DAG", spec["onExit"], None, None)
-    for task in templates[spec["onExit"]].get("dag", {}).get("tasks", []):
-        summary = json.dumps({"step": task["name"]})
-        name = f"{handler}.{task['name']}"
-        if "retryStrategy" in templates[task["template"]]:
-            nodes.retried_pod(
-                name, task["name"], task["template"], _node_id(handler), handler,
-                outputs={"summary": summary},
-            )  # fmt: skip
-        else:
-            nodes.add(
-                name, task["name"], "Pod", task["template"], _node_id(handler), handler,
-                outputs={"summary": summary},
-            )  # fmt: skip
+    for task in body.get("dag", {}).get("tasks", []):
+        _exit_pod(nodes, templates, f"{handler}.{task['name']}", task, handler, handler)
+
+
+def _exit_pod(
+    nodes: _Nodes,
+    templates: dict[str, Any],
+    name: str,
+    task: dict[str, Any],
+    handler: str,
+    parent: str,
+) -> None:
+    """One exit-handler task or step: a Retry node and its Pod, or a plain Pod."""
+    summary = json.dumps({"step": task["name"]})
+    if "retryStrategy" in templates[task["template"]]:
+        nodes.retried_pod(
+            name, task["name"], task["template"], _node_id(handler), parent,
+            outputs={"summary": summary},
+        )  # fmt: skip
+    else:
+        nodes.add(
+            name, task["name"], "Pod", task["template"], _node_id(handler), parent,
+            outputs={"summary": summary},
+        )  # fmt: skip
 
 
 def _fan_in(nodes: _Nodes, root: str) -> None:

@@ -38,6 +38,8 @@ from hera.workflows import (
     Parameter,
     Resource,
     Resources,
+    Step,
+    Steps,
     Task,
     WorkflowTemplate,
 )
@@ -675,13 +677,16 @@ def build_template(opts: BuildOptions | None = None) -> WorkflowTemplate:
         # Children outlive a stopped or failed parent (owner references cascade only on
         # deletion): the exit handler stops every child still running. It also draws the
         # cube's state (groups x shards) as the build's output artifact, whatever the outcome.
-        with DAG(name="exit", labels=labels("build")):
-            Task(
+        # Steps, not a DAG: a workflow being stopped fails a DAG at once, even its exit
+        # handler's, and completes without waiting for the handler's pods (v4.0.5
+        # assessDAGPhase; seen on the real controller).
+        with Steps(name="exit", labels=labels("build")) as exit_steps, exit_steps.parallel():
+            Step(
                 name="stop-children",
                 template=stop,
                 when="{{workflow.status}} != Succeeded",
             )
-            Task(name="status", template=status, continue_on=ContinueOn(error=True, failed=True))
+            Step(name="status", template=status, continue_on=ContinueOn(error=True, failed=True))
     return wt
 
 

@@ -41,9 +41,19 @@ def _child(parent: dict[str, Any]) -> dict[str, Any]:
 def _template_nodes(templates: dict[str, Any], name: str, fan_out: int) -> int:
     """Nodes Argo makes for one template run without retries: a retryStrategy adds a Retry
     node above the attempt; a DAG is one node plus its tasks; a withParam task is a TaskGroup
-    node plus one run per item (every fan-out of this workflow has `fan_out` items)."""
+    node plus one run per item (every fan-out of this workflow has `fan_out` items); Steps are
+    one node plus a StepGroup node per group plus its steps (a skipped step is a node too)."""
     t = templates[name]
     n = 1 if "retryStrategy" in t else 0
+    if "steps" in t:  # the Steps node, one StepGroup node per group, each step's nodes
+        return (
+            n
+            + 1
+            + sum(
+                1 + sum(_template_nodes(templates, step["template"], fan_out) for step in group)
+                for group in t["steps"]
+            )
+        )
     if "dag" not in t:
         return n + 1
     n += 1

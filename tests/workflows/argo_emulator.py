@@ -12,7 +12,8 @@ container templates run as local processes, ``resource`` templates that apply a 
 ``{{=...}}``), parsed, validated against the CRD schema and run as a child workflow to
 completion (the success condition); applying the same name twice reuses the child. Expression
 tags are evaluated when they are a plain variable path (``{{=inputs.parameters.shard}}``).
-``onExit`` runs after the entrypoint with ``workflow.status``, and a task's ``when`` of the form
+``steps`` templates (groups in order, steps one at a time), ``onExit`` runs after the
+entrypoint with ``workflow.status``, and a task's ``when`` of the form
 ``A op B`` (``==``, ``!=``, ``>``, ``<``, ``>=``, ``<=``; numbers compared as numbers) is honoured.
 Each container gets its own scratch directory in place of its ``/tmp`` emptyDir, and
 ``ARGO_PROGRESS_FILE`` like the Argo executor sets it.
@@ -168,11 +169,15 @@ class Emulator:
         scope = {**self.global_scope, **{f"inputs.parameters.{k}": v for k, v in values.items()}}
         if "dag" in tmpl:
             return self._run_dag(tmpl, scope, path)
+        if "steps" in tmpl:
+            return self._run_steps(tmpl, scope, path)
         if "container" in tmpl:
             return self._run_container(tmpl, scope, path)
         if "resource" in tmpl:
             return self._run_resource(tmpl, scope, path)
-        raise EmulationError(f"{path}: template {name!r} is not a dag, container or resource")
+        raise EmulationError(
+            f"{path}: template {name!r} is not a dag, steps, container or resource"
+        )
 
     def _run_resource(
         self, tmpl: dict[str, Any], scope: dict[str, Any], path: str
@@ -284,6 +289,21 @@ class Emulator:
             if "withParam" not in task:
                 for k, v in results[0].items():
                     task_scope[f"tasks.{task['name']}.outputs.parameters.{k}"] = v
+        return {}
+
+    def _run_steps(self, tmpl: dict[str, Any], scope: dict[str, Any], path: str) -> dict[str, str]:
+        """Step groups in order, the steps of a group one after another (no outputs passed)."""
+        for i, group in enumerate(tmpl["steps"]):
+            for step in group:
+                if set(step) - {"name", "template", "arguments", "when", "continueOn"}:
+                    raise EmulationError(f"{path}[{i}].{step['name']}: unsupported step fields")
+                if "when" in step and not self._when(step["when"], scope):
+                    continue
+                args = {
+                    p["name"]: self.substitute(p.get("value", ""), scope)
+                    for p in step.get("arguments", {}).get("parameters", [])
+                }
+                self._run_template(step["template"], args, f"{path}[{i}].{step['name']}")
         return {}
 
     def _when(self, condition: str, scope: dict[str, Any]) -> bool:
