@@ -217,6 +217,10 @@ def write(res: dict[str, Any], out: Path) -> None:
     from bench import fanin_report  # bench/fanin.py's runs, if their results are here
 
     lines += fanin_report.section(out)
+    from bench import argo_overhead, atlas_model  # the local controller; the EKS model
+
+    lines += argo_overhead.section(out)
+    lines += atlas_model.section(out)
     if made:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in made] + [""]
     (out / "README.md").write_text("\n".join(lines) + "\n")
