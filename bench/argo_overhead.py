@@ -57,6 +57,16 @@ STEP_LABELS = {
 }
 
 
+CHILD_METRICS = {
+    "child_total": "child created -> child Succeeded (its one pod)",
+    "resource_pod_start": "resource pod created -> Running",
+    "child_created": "resource pod Running -> child created (argoexec apply)",
+    "child_first_pod": "child created -> its pod created",
+    "child_done_to_resource_pod_done": "child Succeeded -> resource pod Succeeded",
+    "parent_notice": "resource pod Succeeded -> parent Succeeded",
+}
+
+
 class Recorder:
     """First time (this clock) each pod / Workflow / node reached each phase, from API watches."""
 
@@ -173,6 +183,57 @@ def workflow(kind: str, n: int, tag: str) -> dict[str, Any]:
     }
 
 
+def parent_child(tag: str) -> dict[str, Any]:
+    """A parent whose one step applies a child Workflow of one trivial pod and waits for it to
+    succeed: vcube-build's `group` step (resource template, ServiceAccount vcube-launcher)."""
+    child = workflow("fanout", 1, tag)
+    child["metadata"] = {
+        "name": "{{workflow.name}}-c",
+        "namespace": NAMESPACE,
+        "labels": {**child["metadata"]["labels"], "vcube.io/parent-workflow": "{{workflow.name}}"},
+    }
+    body = workflow("fanout", 1, tag)
+    body["metadata"]["generateName"] = "overhead-parent-"
+    body["spec"]["templates"] = [
+        {"name": "main", "dag": {"tasks": [{"name": "child", "template": "child"}]}},
+        {
+            "name": "child",
+            "serviceAccountName": "vcube-launcher",
+            "resource": {
+                "action": "apply",
+                "successCondition": "status.phase == Succeeded",
+                "failureCondition": "status.phase in (Failed, Error)",
+                "manifest": json.dumps(child),
+            },
+        },
+    ]
+    return body
+
+
+def analyse_child(rec: Recorder, name: str, t_submit: float) -> dict[str, Any]:
+    """Parent -> child latencies: the parent's resource pod, the child and its one pod."""
+    parent = analyse(rec, name, t_submit)
+    child = analyse(rec, f"{name}-c", t_submit)
+    with rec.lock:
+        pw, cw = dict(rec.wfs[name]), dict(rec.wfs[f"{name}-c"])
+        pods = {r["wf"]: dict(r) for r in rec.pods.values() if r.get("wf") in (name, f"{name}-c")}
+    res_pod, child_pod = pods[name], pods[f"{name}-c"]
+    return {
+        "workflow": name,
+        "pods": 2,
+        "total": parent["total"],
+        "child_total": cw["phase:Succeeded"] - cw["seen"],
+        "child_created": cw["seen"] - res_pod["Running"],
+        "child_first_pod": child_pod["created"] - cw["seen"],
+        "child_done_to_resource_pod_done": res_pod["Succeeded"] - cw["phase:Succeeded"],
+        "resource_pod_start": res_pod["Running"] - res_pod["created"],
+        "parent_notice": pw["phase:Succeeded"] - res_pod["Succeeded"],
+        "steps": parent["steps"] + child["steps"],
+        "first_pod_created": parent["first_pod_created"],
+        "finish": parent["finish"],
+    }
+
+
 def run_one(rec: Recorder, body: dict[str, Any]) -> tuple[str, float]:
     """Submit `body` and wait for it to succeed; returns its name and the submit time."""
     t_submit = time.time()
@@ -256,6 +317,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
         # Between two chained steps: previous pod Succeeded -> next pod created.
         if kind == "chain":
             s["handoff"] = _p50([st["create"] for r in rs for st in r["steps"][1:]])
+        if kind == "child":
+            for key in CHILD_METRICS:
+                s[key] = _p50([r[key] for r in rs])
         out[rq][kind] = s
     return dict(out)
 
@@ -285,10 +349,12 @@ def measure(requeues: list[str], reps: int, chain: int, fanout: int) -> dict[str
                     f"rep {rep + 1}/{reps} requeue {rq}: controller up + warm-up "
                     f"{time.monotonic() - t0:.1f} s"
                 )
-                for kind, n in (("chain", chain), ("fanout", fanout)):
-                    name, t_submit = run_one(rec, workflow(kind, n, rq))
+                for kind, n in (("chain", chain), ("fanout", fanout), ("child", 1)):
+                    body = parent_child(rq) if kind == "child" else workflow(kind, n, rq)
+                    name, t_submit = run_one(rec, body)
                     time.sleep(0.5)  # let the last watch events arrive
-                    r = {"requeue": rq, "rep": rep, "kind": kind, **analyse(rec, name, t_submit)}
+                    an = analyse_child if kind == "child" else analyse
+                    r = {"requeue": rq, "rep": rep, "kind": kind, **an(rec, name, t_submit)}
                     runs.append(r)
                     loads.append(os.getloadavg()[0])
                     log(
@@ -339,6 +405,9 @@ def _rows(res: dict[str, Any]) -> Iterator[str]:
         ("fanout", "start", STEP_LABELS["start"]),
         ("fanout", "notice", STEP_LABELS["notice"]),
     ]
+    if all("child" in summ[rq] for rq in rqs):
+        figures.append(("child", "total", "submit -> parent Succeeded (parent -> child -> 1 pod)"))
+        figures += [("child", key, label) for key, label in CHILD_METRICS.items()]
     for kind, key, label in figures:
         vals = [summ[rq][kind][key] for rq in rqs]
         cells = " | ".join(f"{v:.2f}" for v in vals)
@@ -366,8 +435,10 @@ def render(path: Path) -> list[str]:
         "run by the node agent (tests/cluster/nodeagent: argoexec init/wait + `sh -c true` as "
         "local processes, no images). For each requeue value (`DEFAULT_REQUEUE_TIME` over the "
         f"chart's controller env {res['chart_controller_env']}) the controller is "
-        f"restarted, warmed up with one pod, then runs a chain of {res['chain']} DAG tasks and a "
-        f"fan-out of {res['fanout']}; {res['reps']} repetitions, settings rotated; p50 over "
+        f"restarted, warmed up with one pod, then runs a chain of {res['chain']} DAG tasks, a "
+        f"fan-out of {res['fanout']} and a parent whose resource step applies a child Workflow "
+        "of one pod and waits for it (vcube-build's `group` step); "
+        f"{res['reps']} repetitions, settings rotated; p50 over "
         "runs (steps: over every step of every run). Times are this machine's clock when the "
         "API watch delivered each change. Load: 1-minute average "
         f"{m['load_avg_1m_at_start']} at the start, {ld['min']:.1f}-{ld['max']:.1f} during the "

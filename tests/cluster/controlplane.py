@@ -733,6 +733,7 @@ def up(
         "nodeagent": nodeagent,
         # A changed chart value means a fresh cluster, not a reused one with the old controller.
         "controller_env": ctrl_env,
+        "chart_values": values,
     }
     previous = read_info(layout)
     if previous is not None and healthy(layout, previous):

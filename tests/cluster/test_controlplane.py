@@ -43,6 +43,7 @@ def test_controller_config_is_the_argocd_values() -> None:
     assert cfg["resourceRateLimit"] == ctrl["resourceRateLimit"]
     assert cfg["executor"]["securityContext"] == values["executor"]["securityContext"]
     assert cfg["executor"]["resources"] == values["executor"]["resources"]
+    assert cfg["executor"]["env"] == values["executor"]["env"]
     assert cfg["artifactRepository"]["archiveLogs"] is True
     s3 = cfg["artifactRepository"]["s3"]
     assert s3 == {**art["s3"], "endpoint": "127.0.0.1:4567", "insecure": True}
