@@ -6,8 +6,9 @@ Prints the model of three runs of the atlas (690 groups x 4 shards x 180 files) 
 chosen in bench/results/README.md "Fan-in": ONE long-lived committer that commits each group as
 soon as its four scan results exist, overlapping the scan fan-out:
 
-    plan -> init -> scan x2,760 (100 pods at a time) -> validate
-                 \\-> commit-all (one pod, polls the scan results) -/
+    plan -> init -> group x690 (25 at a time: a resource step applies a child Workflow of
+                 |               4 scan pods and waits for it) -> scans-done
+                 \\-> commit-all (one pod, polls the scan results) -> validate
 
 - full build: every file scanned, every group committed;
 - refresh with no change: plan finds nothing to do, then validate (no scan, no commit pod);
@@ -52,7 +53,11 @@ ASSUMPTIONS: dict[str, tuple[float, str]] = {
         "Karpenter launching the first node of an empty pool (once per pool "
         "per run: on-demand for plan/init/commit-all/validate, spot for scans)",
     ),
-    "scan_pods": (100, "scans in flight (workflow parallelism)"),
+    "scan_pods": (
+        100,
+        "scans in flight: 25 child Workflows at a time (vcube-build's "
+        "parallelism in k8s/base) x 4 shards",
+    ),
     "scan_cores": (
         0.5,
         "CPU a scan pod gets: its request in k8s/base (Karpenter packs by "
@@ -69,6 +74,11 @@ ASSUMPTIONS: dict[str, tuple[float, str]] = {
         60.0,
         "validate at atlas scale, not measured: history, 20 shards' chunk "
         "keys, 3 files compared value by value (~114 MB each from S3)",
+    ),
+    "status_plot_work": (
+        20.0,
+        "the exit handler's `vcube status --plot` (every run): lists the scan results, reads "
+        "the history, draws 690 x 4 cells; not measured at atlas scale",
     ),
     "shard_io_round_trips": (
         6,
@@ -100,6 +110,9 @@ class Measured:
     finish: float  # pod Running -> Succeeded for `sh -c true` (argoexec wait, log upload)
     notice: float  # pod Succeeded -> node Succeeded
     first_pod: float  # submit -> first pod created
+    child_created: float  # resource pod Running -> child Workflow created (argoexec apply)
+    child_first_pod: float  # child created -> its first pod created
+    child_release: float  # child Succeeded -> the parent's resource pod Succeeded
     pod_rate: float  # chart resourceRateLimit: pods created per second
     pod_burst: float
 
@@ -124,6 +137,7 @@ def load(results: Path, requeue: str | None = None) -> Measured:
     # x = commits already on the branch (group i is committed after init + i groups).
     slope, first = _fit([float(c["group"]) + 1 for c in commits], [c["cpu_s"] for c in commits])
     chain = argo["summary"][requeue]["chain"]
+    child = argo["summary"][requeue]["child"]
     in_commit = json.loads(cs["cli_summary"])["seconds"]
     return Measured(
         scan_cpu_per_file=res["scan_local"]["median_s"]["cpu"]["vcube"],
@@ -142,6 +156,9 @@ def load(results: Path, requeue: str | None = None) -> Measured:
         finish=chain["run"],
         notice=chain["notice"],
         first_pod=chain["first_pod_created"],
+        child_created=child["child_created"],
+        child_first_pod=child["child_first_pod"],
+        child_release=child["child_done_to_resource_pod_done"],
         pod_rate=float(ctrl["resourceRateLimit"]["limit"]),
         pod_burst=float(ctrl["resourceRateLimit"]["burst"]),
     )
@@ -181,22 +198,31 @@ def commit_s(m: Measured, n: int) -> float:
 
 
 def fan(m: Measured, t0: float, scan_work: float, commits_before: int) -> dict[str, float]:
-    """Scans on `scan_pods` slots (pod creation paced by the chart's rate limit) and the one
-    committer, which commits each group once its 4 results exist. Times from t0."""
-    slots = [t0 + a("node_launch")] * int(a("scan_pods"))  # the spot pool starts empty
+    """The group fan-out (children of 4 scans, scan_pods / 4 at a time; pod creation paced by
+    the chart's rate limit) and the one committer, which commits each group once its 4 results
+    exist. Times from t0 (init done)."""
+    per_group = SHARDS_PER_GROUP
+    slots = [t0] * (int(a("scan_pods")) // per_group)
+    spot_ready = t0 + a("node_launch")  # the spot pool starts empty
     per_shard_io = a("shard_io_round_trips") * a("s3_latency")
-    done_at: list[float] = []
-    for i in range(SHARDS):
+    complete: list[float] = []
+    pods = 0
+    for _ in range(GROUPS):
         k = min(range(len(slots)), key=slots.__getitem__)
-        created = max(slots[k], t0 + max(0.0, i - m.pod_burst) / m.pod_rate)
-        written = created + a("pod_start") + m.process_start + scan_work + per_shard_io
-        done_at.append(written)
-        slots[k] = written + m.finish + m.handoff  # the controller frees the slot
+        # The group step's resource pod (on-demand: plan's node is up), then the child.
+        res_pod = max(slots[k], t0 + max(0.0, pods - m.pod_burst) / m.pod_rate)
+        child = res_pod + a("pod_start") + m.child_created
+        scan_pod = max(child + m.child_first_pod, t0 + (pods + 1 - m.pod_burst) / m.pod_rate)
+        pods += 1 + per_group
+        running = max(scan_pod + a("pod_start"), spot_ready)
+        written = running + m.process_start + scan_work + per_shard_io
+        complete.append(written)
+        # child notices its pods, the resource step sees the child done, the parent moves on
+        slots[k] = written + m.finish + m.notice + m.child_release + m.handoff
     scans_end = max(slots)
     t = t0 + m.handoff + a("pod_start") + m.process_start  # committer up (on-demand node)
-    for g in range(GROUPS):
-        complete = max(done_at[g * SHARDS_PER_GROUP : (g + 1) * SHARDS_PER_GROUP])
-        start = max(t, complete + a("poll") / 2)
+    for g, ready in enumerate(complete):
+        start = max(t, ready + a("poll") / 2)
         t = start + commit_s(m, commits_before + g)
     return {"scans_end": scans_end, "commits_end": t, "end": max(scans_end, t) + m.finish}
 
@@ -215,22 +241,26 @@ def scenarios(m: Measured) -> dict[str, dict[str, float]]:
         t_init = pod_step(m, m.init_s + commit_s(m, commits_before))
         f = fan(m, t_plan + t_init, scan_files * full_file + lat, commits_before + 1)
         t_fan = f["end"] - t_plan - t_init
-        t_val = pod_step(m, a("validate_work")) + m.notice
+        t_val = pod_step(m, a("validate_work"))
+        t_exit = pod_step(m, a("status_plot_work")) + m.notice
         out[name] = {
             "submit -> plan done": t_plan,
             "init": t_init,
-            "scan fan-out (last result written)": f["scans_end"] - t_plan - t_init,
+            "group fan-out (last child done)": f["scans_end"] - t_plan - t_init,
             "fan-in (last commit)": f["commits_end"] - t_plan - t_init,
             "scans + commits (overlapped)": t_fan,
             "validate": t_val,
-            "total": t_plan + t_init + t_fan + t_val,
+            "exit handler (status --plot)": t_exit,
+            "total": t_plan + t_init + t_fan + t_val + t_exit,
         }
     t_plan = m.first_pod + a("node_launch") + pod_step(m, plan_work(m, FILES)) - m.handoff
-    t_val = pod_step(m, a("validate_work")) + m.notice
+    t_val = pod_step(m, a("validate_work"))
+    t_exit = pod_step(m, a("status_plot_work")) + m.notice
     out["refresh, no change"] = {
         "submit -> plan done": t_plan,
         "validate": t_val,
-        "total": t_plan + t_val,
+        "exit handler (status --plot)": t_exit,
+        "total": t_plan + t_val + t_exit,
     }
     return out
 
@@ -318,7 +348,10 @@ def render(results: Path) -> list[str]:
         f"- Argo at {m.requeue} (`argo-overhead.json`, p50 of the chain): submit -> first pod "
         f"{m.first_pod:.2f} s, pod Succeeded -> next pod created {m.handoff:.2f} s, a trivial "
         f"pod's Running -> Succeeded (argoexec wait, log upload) {m.finish:.2f} s, pod "
-        f"Succeeded -> node Succeeded {m.notice:.2f} s; pod creation paced at "
+        f"Succeeded -> node Succeeded {m.notice:.2f} s; a group step's resource pod Running ->"
+        f" child created {m.child_created:.2f} s, child created -> its pod {m.child_first_pod:.2f}"
+        f" s, child Succeeded -> the step's pod Succeeded {m.child_release:.2f} s (executor "
+        "`RESOURCE_STATE_CHECK_INTERVAL` as deployed); pod creation paced at "
         f"{m.pod_rate:.0f}/s, burst {m.pod_burst:.0f} (chart `resourceRateLimit`).",
         "",
         "Assumptions:",

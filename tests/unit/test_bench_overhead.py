@@ -69,6 +69,9 @@ def _measured(**kw: float) -> atlas_model.Measured:
         "finish": 1.0,
         "notice": 0.5,
         "first_pod": 0.0,
+        "child_created": 0.5,
+        "child_first_pod": 0.1,
+        "child_release": 1.5,
         "pod_rate": 20.0,
         "pod_burst": 50.0,
     }
@@ -80,21 +83,27 @@ def test_fan_out_runs_in_waves_and_the_committer_follows() -> None:
     work = 10.0
     f = atlas_model.fan(m, 0.0, work, 0)
     a = atlas_model.a
+    io = a("shard_io_round_trips") * a("s3_latency")
+    after_scan = m.finish + m.notice + m.child_release + m.handoff
+    # Each wave of 25 groups: the resource pod starts, applies the child, the child's 4 scan
+    # pods start and scan, the child finishes, the resource step sees it, the parent moves on.
     cycle = (
-        a("pod_start")
+        2 * a("pod_start")
+        + m.child_created
+        + m.child_first_pod
         + m.process_start
         + work
-        + a("shard_io_round_trips") * a("s3_latency")
-        + m.finish
-        + m.handoff
+        + io
+        + after_scan
     )
-    waves = math.ceil(atlas_model.SHARDS / a("scan_pods"))
-    assert f["scans_end"] == pytest.approx(a("node_launch") + waves * cycle)
-    # Commits (0.6 s each here, 25 groups complete per wave of ~19 s) keep up: the committer
+    first = a("node_launch") + m.process_start + work + io + after_scan  # spot pool empty
+    waves = math.ceil(atlas_model.GROUPS / (a("scan_pods") // atlas_model.SHARDS_PER_GROUP))
+    assert f["scans_end"] == pytest.approx(first + (waves - 1) * cycle)
+    # Commits (0.6 s each here, 25 groups complete per wave of ~31 s) keep up: the committer
     # ends within one wave's commits after the last group is complete, never before.
     commit = m.commit_cpu_first + m.commit_round_trips * a("s3_latency")
     assert atlas_model.commit_s(m, 5) == pytest.approx(commit)
-    last_complete = f["scans_end"] - m.finish - m.handoff
+    last_complete = f["scans_end"] - after_scan
     assert last_complete < f["commits_end"] <= last_complete + a("poll") / 2 + 25 * commit + 1e-6
     # A slower committer becomes the critical path: the sum of its commits.
     slow = atlas_model.fan(_measured(commit_cpu_first=5.0), 0.0, work, 0)
