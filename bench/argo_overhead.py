@@ -45,6 +45,7 @@ GROUP, VERSION = "argoproj.io", "v1alpha1"
 WF_LABEL = "workflows.argoproj.io/workflow"
 NODE_ID = "workflows.argoproj.io/node-id"
 OUT = RESULTS / "argo-overhead.json"
+RUN1 = RESULTS / "argo-overhead-run1.json"  # an earlier run (no child workload), lower load
 POLL5 = RESULTS / "argo-overhead-resource-poll-5s.json"  # --executor-env ...=5s (Argo's default)
 TIMEOUT_S = 600.0
 
@@ -457,6 +458,18 @@ def _executor_env(res: dict[str, Any]) -> str:
 def section(results: Path) -> list[str]:
     """The "Argo controller overhead" section of bench/results/README.md (empty if not run)."""
     lines = render(results / OUT.name)
+    run1 = results / RUN1.name
+    if lines and run1.exists():
+        res = json.loads(run1.read_text())
+        per = ", ".join(
+            f"{rq} {res['summary'][rq]['chain']['per_step']:.2f} s" for rq in res["requeue_values"]
+        )
+        ld = res["load_avg_1m_runs"]
+        lines += [
+            f"An earlier run of the same (`{run1.name}`, code {res['code']}, without the child "
+            f"workload; load {ld['min']:.1f}-{ld['max']:.1f}): chain per step {per}.",
+            "",
+        ]
     poll5 = results / POLL5.name
     if lines and poll5.exists():
         res = json.loads(poll5.read_text())
