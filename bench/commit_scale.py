@@ -131,15 +131,34 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def build(
-    arch: common.Archive, *, polygons: int, months: int, real_files: int
-) -> tuple[Any, Plan, template.Template, dict[str, Any]]:
-    """Plan, init and write synthetic shard results; returns (spec, plan, template, info)."""
-    base = common.CACHE / "atlas-cube"
-    shutil.rmtree(base, ignore_errors=True)
-    base.mkdir(parents=True)
-    spec = common.atlas_spec(str(arch.root), str(base / "repo"), work=str(base / "work"))
-    (base / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+@dataclasses.dataclass(frozen=True)
+class SyntheticWork:
+    """What `prepare_work_area` planned and wrote, for writing the shard results after it."""
+
+    plan: Plan
+    tmpl: template.Template
+    shard_files: dict[str, list[PlannedFile]]
+    real: list[tuple[PlannedFile, scan.FileScan]]  # the scanned real files, cycled in the results
+    plan_s: float  # planning the synthetic listing and writing the plan (and shard lists)
+
+    @property
+    def first(self) -> PlannedFile:
+        """The template file (the first real one), which `commit.init_cube` takes."""
+        return self.real[0][0]
+
+
+def prepare_work_area(
+    spec: Any,
+    *,
+    polygons: int,
+    months: int,
+    real_files: int | None = None,
+    shard_lists: bool = True,
+) -> SyntheticWork:
+    """Scan the first `real_files` real files (all if None), plan the synthetic listing and
+    write the plan (with the per-shard lists if `shard_lists`), the template and the layout
+    into the spec's work area: what `vcube plan` and `vcube init`'s layout step leave there.
+    The shard results are left to the caller (`write_shard_results`)."""
     real_planned = [pf for fs in common.plan_files(spec).values() for pf in fs][:real_files]
     tmpl = template.derive_template(spec, real_planned[0].key)
     src = workarea.source_location(spec)
@@ -153,25 +172,39 @@ def build(
         polygons, months, real_planned[0].size, datetime(2026, 1, 1, tzinfo=UTC)
     )
     plan, shard_files = build_plan(spec, listing)
-    work = workarea.work_location(spec)
-    write_shard_lists(spec, shard_files)
-    storage.write_bytes(work, workarea.PLAN_KEY, plan.to_json())
+    if shard_lists:
+        write_shard_lists(spec, shard_files)
+    storage.write_bytes(workarea.work_location(spec), workarea.PLAN_KEY, plan.to_json())
     plan_s = time.perf_counter() - t0
     template.save_template(spec, tmpl)
     save_layout(spec, plan, tmpl, shard_files, real[0][1].steps)
+    return SyntheticWork(plan, tmpl, shard_files, real, plan_s)
+
+
+def build(
+    arch: common.Archive, *, polygons: int, months: int, real_files: int
+) -> tuple[Any, Plan, template.Template, dict[str, Any]]:
+    """Plan, init and write synthetic shard results; returns (spec, plan, template, info)."""
+    base = common.CACHE / "atlas-cube"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    spec = common.atlas_spec(str(arch.root), str(base / "repo"), work=str(base / "work"))
+    (base / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    work = prepare_work_area(spec, polygons=polygons, months=months, real_files=real_files)
+    plan, tmpl = work.plan, work.tmpl
     t0 = time.perf_counter()
-    commit.init_cube(Places.of(spec), plan, tmpl, real_planned[0])
+    commit.init_cube(Places.of(spec), plan, tmpl, work.first)
     init_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    write_shard_results(spec, tmpl, plan, shard_files, real)
+    write_shard_results(spec, tmpl, plan, work.shard_files, work.real)
     results_s = time.perf_counter() - t0
     info = {
-        "plan_s": plan_s,
+        "plan_s": work.plan_s,
         "init_s": init_s,
         "write_shard_results_s": results_s,
         "shards": len(plan.shards),
         "files": plan.n_files,
-        "real_files_cycled": len(real),
+        "real_files_cycled": len(work.real),
         "virtual_vars": len(tmpl.virtual_varying()),
     }
     return spec, plan, tmpl, info

@@ -33,19 +33,22 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from bench import common
-from bench.commit_scale import save_layout, synthetic_listing, write_shard_results
+from bench.commit_scale import prepare_work_area, write_shard_results
 from bench.scan_s3 import round_trips
-from tests.support.faultproxy import FaultProxy, RequestRecord
+from tests.support.faultproxy import FaultProxy, ProxyStats, RequestRecord
 from tests.support.s3server import AWS_ENV_TO_CLEAR, REGION, S3Server, dummy_aws_env
-from vcube import catalog, cube, scan, template
+from vcube import commit, template
+from vcube.places import Places
+from vcube.plan import Plan, PlannedFile
+from vcube.repo import history
 from vcube.spec import DatasetSpec
 
 BUCKET = "fanin"
@@ -92,42 +95,23 @@ def _summary(xs: list[float]) -> dict[str, float]:
 
 
 def prepare(
-    arch: common.Archive, direct: DatasetSpec, *, groups: int, files: int
-) -> tuple[catalog.Plan, template.Template, catalog.PlannedFile]:
+    direct: DatasetSpec, *, groups: int, files: int
+) -> tuple[Plan, template.Template, PlannedFile]:
     """Plan the synthetic listing and write the plan, the template and every shard result
-    into the shared work area (straight to the server: setup, not measured)."""
-    real_planned = [pf for fs in common.plan_files(direct).values() for pf in fs]
-    tmpl = template.derive_template(direct, real_planned[0].key)
-    src = catalog.source_location(direct)
-    real = []
-    for pf in real_planned:
-        with scan.open_h5(src, pf.key) as f:
-            real.append((pf, scan.scan_file(f, pf.key, tmpl, set(), direct.cube.dim_names)))
-    listing = synthetic_listing(
-        groups, files // 4, real_planned[0].size, datetime(2026, 1, 1, tzinfo=UTC)
-    )
-    plan, shard_files = catalog.build_plan(direct, listing)
-    work = catalog.work_location(direct)
-    from vcube import storage
-
-    storage.write_bytes(work, catalog.PLAN_KEY, plan.to_json())
-    template.save_template(direct, tmpl)
-    save_layout(direct, plan, tmpl, shard_files, real[0][1].steps)
+    into the shared work area (straight to the server: setup, not measured). No per-shard
+    lists: the commits measured here do not read them."""
+    work = prepare_work_area(direct, polygons=groups, months=files // 4, shard_lists=False)
     t0 = time.perf_counter()
 
     def one(sid: str) -> None:
-        write_shard_results(direct, tmpl, plan, {sid: shard_files[sid]}, real)
+        write_shard_results(direct, work.tmpl, work.plan, {sid: work.shard_files[sid]}, work.real)
 
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(one, shard_files))
+        list(pool.map(one, work.shard_files))
     common.log(
-        f"fanin: {len(shard_files)} shard results written in {time.perf_counter() - t0:.0f} s"
+        f"fanin: {len(work.shard_files)} shard results written in {time.perf_counter() - t0:.0f} s"
     )
-    return plan, tmpl, real_planned[0]
-
-
-def init_repo(spec: DatasetSpec, plan: catalog.Plan, tmpl: template.Template, pf: Any) -> None:
-    cube.init_cube(spec, plan, tmpl, pf)
+    return work.plan, work.tmpl, work.first
 
 
 # --- measuring child processes ------------------------------------------------------------------
@@ -137,22 +121,15 @@ def _requests(proxy: FaultProxy, t0: float, t1: float) -> list[RequestRecord]:
     return [r for r in proxy.stats.records if t0 <= r.started <= t1]
 
 
+def _kind(target: str) -> str:
+    """The object kind of a request path (Icechunk's manifests/, snapshots/, ...; scans/)."""
+    parts = target.split("?", maxsplit=1)[0].strip("/").split("/")
+    return parts[2] if len(parts) > 3 else "(" + (parts[-1] if parts else "") + ")"
+
+
 def _by_kind(recs: list[RequestRecord]) -> dict[str, int]:
-    """Requests by method and object kind (Icechunk's manifests/, snapshots/, ...; scans/)."""
-    out: dict[str, int] = {}
-    for r in recs:
-        parts = r.target.split("?")[0].strip("/").split("/")
-        kind = parts[2] if len(parts) > 3 else "(" + (parts[-1] if parts else "") + ")"
-        key = f"{r.method} {kind}"
-        out[key] = out.get(key, 0) + 1
-    return out
-
-
-def _by_method(recs: list[RequestRecord]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in recs:
-        out[r.method] = out.get(r.method, 0) + 1
-    return out
+    """Requests by method and object kind."""
+    return dict(Counter(f"{r.method} {_kind(r.target)}" for r in recs))
 
 
 class Child:
@@ -197,31 +174,31 @@ def run_child(args: list[str], tmp: Path) -> tuple[str, dict[str, float]]:
 # --- child entry points -------------------------------------------------------------------------
 
 
-def _commit_loop(spec_path: str, groups: list[str], *, count_rebases: bool) -> list[dict[str, Any]]:
-    """Commit groups one after another in this process; per commit: wall, CPU, tries."""
+def _commit_loop(spec_path: str, groups: list[str]) -> list[dict[str, Any]]:
+    """Commit groups one after another in this process; per commit: wall, CPU, tries
+    (Icechunk's commit and rebase are wrapped to count them)."""
     import icechunk
 
     from vcube import spec as spec_mod
     from vcube import steps
 
     counts = {"commit_calls": 0, "conflicts": 0, "rebases": 0}
-    if count_rebases:
-        orig_commit, orig_rebase = icechunk.Session.commit, icechunk.Session.rebase
+    orig_commit, orig_rebase = icechunk.Session.commit, icechunk.Session.rebase
 
-        def commit(self: Any, *a: Any, **k: Any) -> Any:
-            counts["commit_calls"] += 1
-            try:
-                return orig_commit(self, *a, **k)
-            except icechunk.ConflictError:
-                counts["conflicts"] += 1
-                raise
+    def counted_commit(self: Any, *a: Any, **k: Any) -> Any:
+        counts["commit_calls"] += 1
+        try:
+            return orig_commit(self, *a, **k)
+        except icechunk.ConflictError:
+            counts["conflicts"] += 1
+            raise
 
-        def rebase(self: Any, *a: Any, **k: Any) -> Any:
-            counts["rebases"] += 1
-            return orig_rebase(self, *a, **k)
+    def counted_rebase(self: Any, *a: Any, **k: Any) -> Any:
+        counts["rebases"] += 1
+        return orig_rebase(self, *a, **k)
 
-        icechunk.Session.commit = commit  # type: ignore[method-assign]
-        icechunk.Session.rebase = rebase  # type: ignore[method-assign]
+    icechunk.Session.commit = counted_commit  # type: ignore[method-assign]
+    icechunk.Session.rebase = counted_rebase  # type: ignore[method-assign]
     sp = spec_mod.load_spec(spec_path)
     out = []
     for g in groups:
@@ -261,12 +238,12 @@ def child_main(argv: list[str]) -> None:
         from vcube import spec as spec_mod
         from vcube import steps  # noqa: F401 - imported before the start, like a running pod
 
-        cube.open_repo(spec_mod.load_spec(a.spec))
+        Places.of(spec_mod.load_spec(a.spec)).repo()
         ready = Path(a.ready_dir)
         (ready / str(os.getpid())).touch()
         while not (ready / "go").exists():
             time.sleep(0.01)
-    res = _commit_loop(a.spec, a.groups.split(","), count_rebases=True)
+    res = _commit_loop(a.spec, a.groups.split(","))
     print(json.dumps(res))
 
 
@@ -277,9 +254,9 @@ def commit_cost(
     arch: common.Archive,
     server: S3Server,
     proxy: FaultProxy,
-    plan: catalog.Plan,
+    plan: Plan,
     tmpl: template.Template,
-    pf: Any,
+    pf: PlannedFile,
     tmp: Path,
     *,
     edge: int,
@@ -288,7 +265,7 @@ def commit_cost(
 ) -> dict[str, Any]:
     label = "cost"
     direct, via = _spec(arch, label, server.endpoint), _spec(arch, label, proxy.endpoint)
-    init_repo(direct, plan, tmpl, pf)
+    commit.init_cube(Places.of(direct), plan, tmpl, pf)
     path = _write_spec(via, tmp / "cost.yaml")
     groups = list(plan.groups)[:upto]
     first, middle, last = groups[:edge], groups[edge:-edge], groups[-edge:]
@@ -328,7 +305,7 @@ def _cli_series(path: Path, groups: list[str], proxy: FaultProxy, tmp: Path) -> 
                 "changed": summary["changed"],
                 "requests": len(recs),
                 "round_trips": round_trips(recs),
-                "by_method": _by_method(recs),
+                "by_method": dict(ProxyStats(recs).by_method),
                 "by_kind": _by_kind(recs),
             }
         )
@@ -352,9 +329,9 @@ def writers(
     arch: common.Archive,
     server: S3Server,
     proxy: FaultProxy,
-    plan: catalog.Plan,
+    plan: Plan,
     tmpl: template.Template,
-    pf: Any,
+    pf: PlannedFile,
     tmp: Path,
     *,
     n: int,
@@ -363,7 +340,7 @@ def writers(
     """N writers committing disjoint groups to one branch of a fresh repo, all at once."""
     label = f"writers-{n}"
     direct, via = _spec(arch, label, server.endpoint), _spec(arch, label, proxy.endpoint)
-    init_repo(direct, plan, tmpl, pf)
+    commit.init_cube(Places.of(direct), plan, tmpl, pf)
     path = _write_spec(via, tmp / f"{label}.yaml")
     groups = list(plan.groups)[:commits]
     mine = [groups[i::n] for i in range(n)]
@@ -405,8 +382,7 @@ def writers(
     t_last = max(r["end"] for r in rows)
     span = t_last - t_first
     landed = [r for r in ok if r["changed"]]
-    repo = cube.open_repo(direct)
-    hist = cube.history(repo, direct.target.branch)
+    hist = history(Places.of(direct).repo(), direct.target.branch)
     res = {
         "writers": n,
         "groups": len(rows),
@@ -429,7 +405,7 @@ def writers(
     common.log(
         f"fanin: {n} writers: {len(landed)} commits in {span:.0f} s = "
         f"{res['commits_per_min']:.1f}/min, {res['rebases']} rebases, "
-        f"{len(res['failed'])} failed, {hist.groups.__len__()} groups in the history"
+        f"{len(res['failed'])} failed, {res['in_history']} groups in the history"
     )
     return res
 
@@ -482,7 +458,7 @@ def main(argv: list[str] | None = None) -> None:
             server.create_bucket(BUCKET)
             with FaultProxy("127.0.0.1", server.port, latency=LATENCY, lifetime=6 * 3600) as proxy:
                 direct = _spec(arch, "cost", server.endpoint)
-                plan, tmpl, pf = prepare(arch, direct, groups=args.groups, files=args.files)
+                plan, tmpl, pf = prepare(direct, groups=args.groups, files=args.files)
                 results["virtual_vars"] = len(tmpl.virtual_varying())
                 results["inline_varying"] = [v.name for v in tmpl.inline_varying()]
                 for n in [int(x) for x in args.writers.split(",") if x]:
