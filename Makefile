@@ -38,10 +38,10 @@ run: $(VENV)/.core ## Write the sample archive and build + validate the sample c
 	$(BIN)/vcube sample build/sample-archive
 	$(BIN)/vcube run $(SPEC)
 
-test: $(VENV)/.dev ## Install and run the test suite (all but the argo_e2e tests: make test-argo)
-	$(BIN)/python -m pytest -q -m "not argo_e2e"
+test: $(VENV)/.dev ## Install and run the whole test suite (real Kubernetes + Argo included)
+	$(BIN)/python -m pytest -q
 
-test-argo: $(VENV)/.dev ## Issue 9 Done-when tests on the real local Argo controller (~20 min warm)
+test-argo: $(VENV)/.dev ## Only the builds on the real local Argo controller (~10 min warm)
 	$(BIN)/python -m pytest -q -m argo_e2e tests/cluster/test_argo_build.py
 
 lint: $(VENV)/.dev ## ruff (lint + format check) and mypy

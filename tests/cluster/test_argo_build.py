@@ -44,8 +44,6 @@ from tests.support.faultproxy import FaultProxy
 from vcube import cube, validate
 from vcube.spec import load_spec
 
-# Not in `make test` this round (`make test-argo` runs them): each passed on the real controller,
-# but not yet all in one run, and one run of the build test failed on a display name (below).
 pytestmark = [pytest.mark.slow, pytest.mark.argo_e2e]
 
 
