@@ -299,16 +299,16 @@ def test_a_damaged_file_is_rewritten(tmp_path: Path) -> None:
 
 def test_interrupted_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = 0
-    real = sample._Series._field
+    real = sample.Series._field
 
-    def fail_midway(self: sample._Series, *args: object, **kwargs: object) -> np.ndarray:
+    def fail_midway(self: sample.Series, *args: object, **kwargs: object) -> np.ndarray:
         nonlocal calls
         calls += 1
         if calls == 5:
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(sample._Series, "_field", fail_midway)
+    monkeypatch.setattr(sample.Series, "_field", fail_midway)
     with pytest.raises(KeyboardInterrupt):
         write_sample_archive(tmp_path, **TINY)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
