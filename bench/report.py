@@ -385,7 +385,8 @@ def _section3(cs: dict[str, Any] | None) -> list[str]:
         + f". Synthetic listing planned by vcube's planner ({cs['plan_s']:.1f} s), synthetic "
         f"shard results whose refs are real refs of {cs['real_files_cycled']} cached full-grid "
         "files (so the cube is readable, section 5), committed group by group with "
-        "`vcube.cube.commit_group` into a local Icechunk repo; the last group with "
+        "`vcube.commit.commit_group` (then named `vcube.cube.commit_group`) into a local Icechunk "
+        "repo; the last group with "
         "`vcube commit` in a child process for its peak RSS.",
         "",
         "| figure | value |",

@@ -41,7 +41,9 @@ from tests.cluster.argo_helpers import (
 )
 from tests.conftest import local_spec
 from tests.support.faultproxy import FaultProxy
-from vcube import cube, validate
+from vcube import validate
+from vcube.places import Places
+from vcube.repo import History, history
 from vcube.spec import load_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.argo_e2e]
@@ -71,9 +73,9 @@ def _cube(case: Case) -> xr.Dataset:
         return ds.load()
 
 
-def _history(case: Case) -> cube.History:
+def _history(case: Case) -> History:
     spec = load_spec(case.spec)
-    return cube.history(cube.open_repo(spec), spec.target.branch)
+    return history(Places.of(spec).repo(), spec.target.branch)
 
 
 def _group_commits(case: Case) -> list[str]:
@@ -81,7 +83,7 @@ def _group_commits(case: Case) -> list[str]:
     spec = load_spec(case.spec)
     return [
         str(s.metadata["group"])
-        for s in cube.open_repo(spec).ancestry(branch=spec.target.branch)
+        for s in Places.of(spec).repo().ancestry(branch=spec.target.branch)
         if (s.metadata or {}).get("vcube") == "group"
     ]
 
@@ -435,7 +437,7 @@ def test_one_new_month_scans_only_the_new_files_and_commits_each_group_once(
     # Each group committed once more, by the one committer.
     spec = load_spec(case.spec)
     since = []
-    for snap in cube.open_repo(spec).ancestry(branch=spec.target.branch):
+    for snap in Places.of(spec).repo().ancestry(branch=spec.target.branch):
         if snap.id == tip:
             break
         if (snap.metadata or {}).get("vcube") == "group":
