@@ -247,9 +247,9 @@ def section(results: Path) -> list[str]:
             f"690 commits at the last median: {690 * ls['last_wall'] / 60:.0f} min of committer "
             f"wall on this loaded machine, {690 * ls['last_cpu'] / 60:.1f} min of CPU. A pod per "
             f"commit adds the process start-up (wall p50 minus in-commit p50 above) and ~"
-            f"{ARGO_CYCLE_S:.0f} s of Argo overhead per commit (the model when this ran: notify 1 s, "
-            f"pod 3-6 s, wait 1-2 s, requeue 10 s; measured since: section Argo controller "
-            f"overhead): "
+            f"{ARGO_CYCLE_S:.0f} s of Argo overhead per commit (the model when this ran: "
+            f"notify 1 s, pod 3-6 s, wait 1-2 s, requeue 10 s; measured since: section Argo "
+            f"controller overhead): "
             f"690 x {ARGO_CYCLE_S:.0f} s = {690 * ARGO_CYCLE_S / 3600:.1f} h of overhead alone.",
             "",
         ]
