@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from workflows.template import group_template_dict, template_dict
+from workflows.build import template_dict
+from workflows.group import group_template_dict
 
 ARGO_MAX_WORKFLOW_SIZE = 1024 * 1024  # controller default (MAX_WORKFLOW_SIZE), bytes
 ATLAS_GROUPS = 690

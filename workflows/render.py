@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
-from workflows.template import ARGO_VERSION, SCHEMA_URL, group_template_dict, template_dict
+from workflows.build import template_dict
+from workflows.group import group_template_dict
+from workflows.parts import ARGO_VERSION, SCHEMA_URL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_DIR = REPO_ROOT / "k8s" / "base"

@@ -1,6 +1,6 @@
 """Exit codes tell Argo what to retry: 3 when the store or the network failed, 1 only for the data.
 
-Argo's retry expression (workflows/template.py RETRY_TRANSIENT) retries exit 3 and never 1 or
+Argo's retry expression (workflows/parts.py RETRY_TRANSIENT) retries exit 3 and never 1 or
 2, so a storage failure reported as 1 ("not a readable HDF5 file") would fail a build that a
 retry would finish, and a bad file reported as 3 would be retried for nothing. Every step is
 run as the CLI, against the local S3 server behind a proxy that is then killed (connections

@@ -11,15 +11,9 @@ import yaml
 
 from tests.schemas import validate_argo_loose, validate_object
 from workflows import render
-from workflows.template import (
-    ARGO_VERSION,
-    GROUP_TEMPLATE_NAME,
-    IMAGE,
-    SCRATCH,
-    TEMPLATE_NAME,
-    group_template_dict,
-    template_dict,
-)
+from workflows.build import template_dict
+from workflows.group import group_template_dict
+from workflows.parts import ARGO_VERSION, GROUP_TEMPLATE_NAME, IMAGE, SCRATCH, TEMPLATE_NAME
 
 NAMES = [TEMPLATE_NAME, GROUP_TEMPLATE_NAME]
 
@@ -314,7 +308,11 @@ def test_importing_the_package_has_no_side_effects(tmp_path: Path) -> None:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-c", "import workflows, workflows.template, workflows.render"],
+        [
+            sys.executable,
+            "-c",
+            "import workflows, workflows.parts, workflows.group, workflows.build, workflows.render",
+        ],
         cwd=tmp_path,
         env={"PYTHONPATH": str(render.REPO_ROOT)},
         capture_output=True,

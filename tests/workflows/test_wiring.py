@@ -21,8 +21,8 @@ import yaml
 
 from tests.conftest import local_spec
 from tests.workflows.argo_emulator import EmulationError, Emulator, NodeRecord
+from workflows.parts import GROUP_TEMPLATE_NAME, TEMPLATE_NAME
 from workflows.render import OUTPUT_DIR
-from workflows.template import GROUP_TEMPLATE_NAME, TEMPLATE_NAME
 
 VCUBE = Path(sys.executable).parent / "vcube"
 REPO_ROOT = Path(__file__).resolve().parents[2]
