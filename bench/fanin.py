@@ -35,6 +35,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from bench import common
 from bench.commit_scale import prepare_work_area, write_shard_results
 from bench.scan_s3 import round_trips
 from tests.support.faultproxy import FaultProxy, ProxyStats, RequestRecord
-from tests.support.s3server import AWS_ENV_TO_CLEAR, REGION, S3Server, dummy_aws_env
+from tests.support.s3server import REGION, S3Server, dummy_aws_session
 from vcube import commit, template
 from vcube.places import Places
 from vcube.plan import Plan, PlannedFile
@@ -250,24 +251,32 @@ def child_main(argv: list[str]) -> None:
 # --- the measurements ---------------------------------------------------------------------------
 
 
-def commit_cost(
-    arch: common.Archive,
-    server: S3Server,
-    proxy: FaultProxy,
-    plan: Plan,
-    tmpl: template.Template,
-    pf: PlannedFile,
-    tmp: Path,
-    *,
-    edge: int,
-    upto: int,
-    fill_direct: bool = False,
-) -> dict[str, Any]:
-    label = "cost"
-    direct, via = _spec(arch, label, server.endpoint), _spec(arch, label, proxy.endpoint)
-    commit.init_cube(Places.of(direct), plan, tmpl, pf)
-    path = _write_spec(via, tmp / "cost.yaml")
-    groups = list(plan.groups)[:upto]
+@dataclass(frozen=True)
+class Setup:
+    """What every measurement works on: the archive, the S3 server and the latency proxy in
+    front of it, the synthetic plan with its template and template file, a scratch directory."""
+
+    arch: common.Archive
+    server: S3Server
+    proxy: FaultProxy
+    plan: Plan
+    tmpl: template.Template
+    pf: PlannedFile
+    tmp: Path
+
+    def fresh_cube(self, label: str) -> tuple[DatasetSpec, Path]:
+        """A new cube `label`, initialised straight on the server: its spec, and the file of
+        the same spec through the proxy (what the measured commits use)."""
+        direct = _spec(self.arch, label, self.server.endpoint)
+        via = _spec(self.arch, label, self.proxy.endpoint)
+        commit.init_cube(Places.of(direct), self.plan, self.tmpl, self.pf)
+        return direct, _write_spec(via, self.tmp / f"{label}.yaml")
+
+
+def commit_cost(s: Setup, *, edge: int, upto: int, fill_direct: bool = False) -> dict[str, Any]:
+    proxy, tmp = s.proxy, s.tmp
+    direct, path = s.fresh_cube("cost")
+    groups = list(s.plan.groups)[:upto]
     first, middle, last = groups[:edge], groups[edge:-edge], groups[-edge:]
     res: dict[str, Any] = {"groups_committed": len(groups), "edge": edge}
     res["fresh"] = _cli_series(path, first, proxy, tmp)
@@ -325,24 +334,12 @@ def _cli_series(path: Path, groups: list[str], proxy: FaultProxy, tmp: Path) -> 
     }
 
 
-def writers(
-    arch: common.Archive,
-    server: S3Server,
-    proxy: FaultProxy,
-    plan: Plan,
-    tmpl: template.Template,
-    pf: PlannedFile,
-    tmp: Path,
-    *,
-    n: int,
-    commits: int,
-) -> dict[str, Any]:
+def writers(s: Setup, *, n: int, commits: int) -> dict[str, Any]:
     """N writers committing disjoint groups to one branch of a fresh repo, all at once."""
+    tmp = s.tmp
     label = f"writers-{n}"
-    direct, via = _spec(arch, label, server.endpoint), _spec(arch, label, proxy.endpoint)
-    commit.init_cube(Places.of(direct), plan, tmpl, pf)
-    path = _write_spec(via, tmp / f"{label}.yaml")
-    groups = list(plan.groups)[:commits]
+    direct, path = s.fresh_cube(label)
+    groups = list(s.plan.groups)[:commits]
     mine = [groups[i::n] for i in range(n)]
     ready = tmp / f"{label}.ready"
     ready.mkdir()
@@ -435,11 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=common.RESULTS)
     args = ap.parse_args(argv)
     arch = common.ensure_archive("fanin-archive", polygons=1, dates=4, months=2, grid=(48, 40))
-    env_before = dict(os.environ)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-fanin-"))
-    for name in AWS_ENV_TO_CLEAR:
-        os.environ.pop(name, None)
-    os.environ.update(dummy_aws_env(tmp))  # dummy keys for the local server, this run only
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fanin-"))  # dummy_aws_session's config files
     for name in ("config", "credentials"):  # empty: nothing from ~/.aws, and no warning
         (tmp / name).touch()
     os.environ.setdefault("ICECHUNK_LOG", "error")
@@ -454,34 +447,26 @@ def main(argv: list[str] | None = None) -> None:
     }
     out_path = args.out / "fanin.json"
     try:
-        with S3Server() as server:
+        # Dummy keys for the local server, this run only.
+        with dummy_aws_session(tmp), S3Server() as server:
             server.create_bucket(BUCKET)
             with FaultProxy("127.0.0.1", server.port, latency=LATENCY, lifetime=6 * 3600) as proxy:
                 direct = _spec(arch, "cost", server.endpoint)
                 plan, tmpl, pf = prepare(direct, groups=args.groups, files=args.files)
                 results["virtual_vars"] = len(tmpl.virtual_varying())
                 results["inline_varying"] = [v.name for v in tmpl.inline_varying()]
+                setup = Setup(arch, server, proxy, plan, tmpl, pf, tmp)
                 for n in [int(x) for x in args.writers.split(",") if x]:
-                    results[f"writers_{n}"] = writers(
-                        arch, server, proxy, plan, tmpl, pf, tmp, n=n, commits=args.writer_commits
-                    )
+                    results[f"writers_{n}"] = writers(setup, n=n, commits=args.writer_commits)
                     common.dump(out_path, results)
                 if not args.skip_cost:
                     results["cost"] = commit_cost(
-                        arch,
-                        server,
-                        proxy,
-                        plan,
-                        tmpl,
-                        pf,
-                        tmp,
+                        setup,
                         edge=args.edge,
                         upto=args.groups,
                         fill_direct=args.fill_direct,
                     )
     finally:
-        os.environ.clear()
-        os.environ.update(env_before)
         results["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
         results["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         common.dump(out_path, results)

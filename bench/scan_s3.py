@@ -15,7 +15,6 @@ Compared, on the same objects in one run:
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -25,7 +24,7 @@ from typing import Any
 
 from bench import common
 from tests.support.faultproxy import FaultProxy, RequestRecord
-from tests.support.s3server import AWS_ENV_TO_CLEAR, REGION, S3Server, dummy_aws_env
+from tests.support.s3server import REGION, S3Server, dummy_aws_session
 from vcube import scan, template, workarea
 from vcube.spec import DatasetSpec
 
@@ -82,22 +81,15 @@ def _prefetched_scan(
 
 def run(arch: common.Archive, *, n_files: int, vz_files: int, depth: int = 8) -> dict[str, Any]:
     keys = arch.file_keys()[:n_files]
-    env_before = dict(os.environ)
     cfg_dir = Path(tempfile.mkdtemp(prefix="bench-aws-"))
-    for name in AWS_ENV_TO_CLEAR:
-        os.environ.pop(name, None)
-    os.environ.update(dummy_aws_env(cfg_dir))  # dummy keys for the local server, this run only
-    try:
-        with S3Server() as server:
-            server.create_bucket(BUCKET)
-            client = server.boto3_client()
-            for k in keys:
-                client.upload_file(str(arch.root / k), BUCKET, f"archive/{k}")
-            with FaultProxy("127.0.0.1", server.port, latency=LATENCY) as proxy:
-                return _measure(arch, keys, proxy, n_files, vz_files, depth)
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
+    # Dummy keys for the local server, this run only.
+    with dummy_aws_session(cfg_dir), S3Server() as server:
+        server.create_bucket(BUCKET)
+        client = server.boto3_client()
+        for k in keys:
+            client.upload_file(str(arch.root / k), BUCKET, f"archive/{k}")
+        with FaultProxy("127.0.0.1", server.port, latency=LATENCY) as proxy:
+            return _measure(arch, keys, proxy, n_files, vz_files, depth)
 
 
 def _measure(

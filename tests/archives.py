@@ -125,26 +125,21 @@ def _write_variant_file(
         )
         area.setncatts({"units": "m2", "long_name": "grid cell area"})
         area[:] = 1e10 * np.cos(np.deg2rad(y))[:, None] * np.ones((1, nx))
+        cube = ("time", "y", "x")
+        zlib4: dict[str, Any] = {"zlib": True, "complevel": 4}
         v = ds.createVariable(
             "tas",
             "f4",
-            ("time", "y", "x"),
+            cube,
             chunksizes=(6, ny, nx),
-            zlib=True,
-            complevel=4,
             shuffle=True,
             fill_value=VARIANT_FILL,
+            **zlib4,
         )
         v.setncatts({"units": "K", "long_name": "air temperature", "coordinates": "cell_area"})
         v[:] = tas
         p = ds.createVariable(
-            "sst",
-            "i2",
-            ("time", "y", "x"),
-            chunksizes=(12, ny, nx),
-            zlib=True,
-            complevel=4,
-            fill_value=PACKED_FILL,
+            "sst", "i2", cube, chunksizes=(12, ny, nx), fill_value=PACKED_FILL, **zlib4
         )
         p.set_auto_maskandscale(False)  # write the packed integers as they are
         p.setncatts(
@@ -336,32 +331,15 @@ def _write_real_file(
             v = ds.createVariable(name, "f8", (name,), contiguous=True, fill_value=False)
             v.units = "degrees_north" if name == "lat" else "degrees_east"
             v[:] = values
-        v = ds.createVariable(
-            "tas", "f4", ("time", "lat", "lon"), contiguous=True, fill_value=VARIANT_FILL
-        )
+        cube = ("time", "lat", "lon")
+        deflated: dict[str, Any] = {"chunksizes": (chunk, ny, nx), "zlib": True, "complevel": 4}
+        v = ds.createVariable("tas", "f4", cube, contiguous=True, fill_value=VARIANT_FILL)
         v.setncatts({"units": "K", "long_name": "air temperature"})
         v[:] = tas
-        v = ds.createVariable(
-            "pr",
-            "f4",
-            ("time", "lat", "lon"),
-            chunksizes=(chunk, ny, nx),
-            zlib=True,
-            complevel=4,
-            shuffle=True,
-            fill_value=VARIANT_FILL,
-        )
+        v = ds.createVariable("pr", "f4", cube, shuffle=True, fill_value=VARIANT_FILL, **deflated)
         v.setncatts({"units": "kg m-2 s-1", "long_name": "precipitation"})
         v[:] = pr
-        p = ds.createVariable(
-            "sst",
-            "i2",
-            ("time", "lat", "lon"),
-            chunksizes=(chunk, ny, nx),
-            zlib=True,
-            complevel=4,
-            fill_value=PACKED_FILL,
-        )
+        p = ds.createVariable("sst", "i2", cube, fill_value=PACKED_FILL, **deflated)
         p.set_auto_maskandscale(False)
         p.setncatts(
             {

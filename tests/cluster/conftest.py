@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import controlplane
-from tests.support.s3server import AWS_ENV_TO_CLEAR, S3Server, dummy_aws_env
+from tests.support.s3server import S3Server, dummy_aws_session
 
 CLUSTER_FIXTURES = {"cluster", "cluster_s3", "kubectl"}
 _build_error: list[str] = []
@@ -62,12 +62,7 @@ class Cluster:
 @pytest.fixture(scope="session")
 def cluster_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Dummy AWS credentials and no other AWS configuration, for this session only."""
-    env = dummy_aws_env(tmp_path_factory.mktemp("cluster-aws-config"))
-    with pytest.MonkeyPatch.context() as mp:
-        for name in AWS_ENV_TO_CLEAR:
-            mp.delenv(name, raising=False)
-        for name, value in env.items():
-            mp.setenv(name, value)
+    with dummy_aws_session(tmp_path_factory.mktemp("cluster-aws-config")) as env:
         yield env
 
 

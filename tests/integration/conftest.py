@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.faultproxy import FaultProxy
-from tests.support.s3server import AWS_ENV_TO_CLEAR, S3Server, dummy_aws_env
+from tests.support.s3server import S3Server, dummy_aws_session
 
 S3_FIXTURES = {"s3_server", "make_bucket", "fault_proxy"}
 
@@ -28,12 +28,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def aws_test_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Dummy credentials and no other AWS configuration, for this session only."""
-    env = dummy_aws_env(tmp_path_factory.mktemp("aws-config"))
-    with pytest.MonkeyPatch.context() as mp:
-        for name in AWS_ENV_TO_CLEAR:
-            mp.delenv(name, raising=False)
-        for name, value in env.items():
-            mp.setenv(name, value)
+    with dummy_aws_session(tmp_path_factory.mktemp("aws-config")) as env:
         yield env
 
 

@@ -3,7 +3,7 @@
 A child process rather than moto's in-process thread: the server then does not compete with
 the test (h5py, Icechunk) for the GIL, it can be killed to simulate "server gone", and its
 state is private to the test session. Credentials are dummies that exist only in the
-environment of the test session (see `dummy_aws_env`); nothing here reaches the network.
+environment of the test session (see `dummy_aws_session`); nothing here reaches the network.
 """
 
 from __future__ import annotations
@@ -60,6 +60,25 @@ AWS_ENV_TO_CLEAR = (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
 )
+
+
+@contextlib.contextmanager
+def dummy_aws_session(config_dir: Path) -> Iterator[dict[str, str]]:
+    """This process's environment with the dummy keys and no other AWS configuration (nothing of
+    `AWS_ENV_TO_CLEAR`), as it was again on exit; child processes started inside inherit it."""
+    env = dummy_aws_env(config_dir)
+    before = {name: os.environ.get(name) for name in (*AWS_ENV_TO_CLEAR, *env)}
+    for name in AWS_ENV_TO_CLEAR:
+        os.environ.pop(name, None)
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def free_port() -> int:

@@ -553,19 +553,21 @@ def test_active_deadline(tmp_path: Path) -> None:
     w.stop_for_shutdown()
 
 
+def _traps_term() -> dict[str, Any]:
+    """A pod whose main container says `trapped`, then waits; SIGTERM makes it exit 42."""
+    return {
+        "containers": [
+            {
+                "name": "main",
+                "command": ["sh", "-c", "trap 'exit 42' TERM; echo trapped; sleep 300 & wait"],
+            }
+        ]
+    }
+
+
 @needs_root
 def test_sigterm_reaches_the_container(tmp_path: Path) -> None:
-    w, client = worker(
-        tmp_path,
-        {
-            "containers": [
-                {
-                    "name": "main",
-                    "command": ["sh", "-c", "trap 'exit 42' TERM; echo trapped; sleep 300 & wait"],
-                }
-            ]
-        },
-    )
+    w, client = worker(tmp_path, _traps_term())
     w.start()
     wait_for(lambda: client.patches and client.last()["phase"] == "Running")
     wait_for(lambda: (w.log_dir / "main.log").read_text() == "trapped\n")
@@ -597,17 +599,7 @@ def test_kill_signal(command: list[str], expected: int | None) -> None:
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_exec_kill_and_logs_through_the_kubelet_endpoint(tmp_path: Path) -> None:
     """What the API server forwards: Argo's `argoexec kill 15 1` exec, and a log request."""
-    w, _ = worker(
-        tmp_path,
-        {
-            "containers": [
-                {
-                    "name": "main",
-                    "command": ["sh", "-c", "trap 'exit 42' TERM; echo trapped; sleep 300 & wait"],
-                }
-            ]
-        },
-    )
+    w, _ = worker(tmp_path, _traps_term())
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -297,6 +297,24 @@ def _bytes_of(obj: Obj, *, secret: bool) -> dict[str, bytes]:
     return out
 
 
+def _object_files(
+    ref: Obj, obj: Obj | None, where: str, default_mode: int, *, secret: bool
+) -> list[VolumeFile]:
+    """The files of a ConfigMap or Secret volume source `ref` whose object is `obj` (None: not
+    found, which only an optional source may be)."""
+    if obj is None:
+        if ref.get("optional"):
+            return []
+        raise ConfigError(f"{where} not found")
+    return _items(
+        _bytes_of(obj, secret=secret),
+        ref.get("items"),
+        ref.get("defaultMode", default_mode),
+        where=where,
+        optional=bool(ref.get("optional")),
+    )
+
+
 def source_files(
     source: Obj,
     *,
@@ -312,36 +330,12 @@ def source_files(
     if "configMap" in source and source["configMap"] is not None:
         ref = source["configMap"]
         obj = resolver.config_map(ns, ref["name"])
-        where = f'configmap "{ref["name"]}"'
-        if obj is None:
-            if ref.get("optional"):
-                return []
-            raise ConfigError(f"{where} not found")
-        mode = ref.get("defaultMode", default_mode)
-        return _items(
-            _bytes_of(obj, secret=False),
-            ref.get("items"),
-            mode,
-            where=where,
-            optional=bool(ref.get("optional")),
-        )
+        return _object_files(ref, obj, f'configmap "{ref["name"]}"', default_mode, secret=False)
     if "secret" in source and source["secret"] is not None:
         ref = source["secret"]
         name = ref.get("secretName") or ref.get("name")
         obj = resolver.secret(ns, name)
-        where = f'secret "{name}"'
-        if obj is None:
-            if ref.get("optional"):
-                return []
-            raise ConfigError(f"{where} not found")
-        mode = ref.get("defaultMode", default_mode)
-        return _items(
-            _bytes_of(obj, secret=True),
-            ref.get("items"),
-            mode,
-            where=where,
-            optional=bool(ref.get("optional")),
-        )
+        return _object_files(ref, obj, f'secret "{name}"', default_mode, secret=True)
     if "downwardAPI" in source and source["downwardAPI"] is not None:
         ref = source["downwardAPI"]
         mode = ref.get("defaultMode", default_mode)
