@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -31,9 +32,7 @@ class TemplateError(RuntimeError):
 def open_h5(loc: storage.Location, key: str) -> Iterator[h5py.File]:
     """Open a source file for metadata reads: the path on local disk, a ranged reader on S3."""
     if loc.is_local:
-        path = loc.local_path / key
-        if not path.exists():
-            raise ScanError(f"{key}: file not found under {loc.url}")
+        path = _local_path(loc, key)
         try:
             f = h5py.File(path, "r")
         except OSError as e:
@@ -41,17 +40,36 @@ def open_h5(loc: storage.Location, key: str) -> Iterator[h5py.File]:
         with f:
             yield f
         return
+    with open_source(loc, key) as reader, h5_on(reader, key) as f:
+        yield f
+
+
+def _local_path(loc: storage.Location, key: str) -> Path:
+    path = loc.local_path / key
+    if not path.exists():
+        raise ScanError(f"{key}: file not found under {loc.url}")
+    return path
+
+
+@contextlib.contextmanager
+def open_source(loc: storage.Location, key: str) -> Iterator[Any]:
+    """One file-like reader of a source file, for every walk of it to share (closed on exit).
+
+    On S3 a block-cached `remote.RemoteFile`: a second walk (h5py again, or VirtualiZarr's
+    parser handed this reader) finds the blocks the first one fetched. On disk the open file.
+    """
+    if loc.is_local:
+        with _local_path(loc, key).open("rb") as fh:
+            yield fh
+        return
     from vcube.remote import RemoteReadError, open_remote
 
     try:
         reader = open_remote(loc, key)
     except RemoteReadError as e:
         raise storage.StorageError(str(e)) from None
-    try:
-        with open_reader(reader, key) as f:
-            yield f
-    except (ScanError, OSError) as e:
-        raise store_failure(reader, key) or e from None
+    with reader:
+        yield reader
 
 
 def store_failure(reader: Any, key: str) -> storage.StorageError | None:
@@ -63,13 +81,24 @@ def store_failure(reader: Any, key: str) -> storage.StorageError | None:
 
 
 @contextlib.contextmanager
+def h5_on(reader: Any, key: str) -> Iterator[h5py.File]:
+    """h5py on an open reader, which stays open. A read the store failed is a StorageError
+    (h5py reports it as a generic HDF5 error), never blamed on the file."""
+    try:
+        try:
+            f = h5py.File(reader, "r")
+        except OSError as e:
+            raise ScanError(f"{key}: not a readable HDF5/netCDF4 file ({h5_message(e)})") from None
+        with f:
+            yield f
+    except (ScanError, OSError) as e:
+        raise store_failure(reader, key) or e from None
+
+
+@contextlib.contextmanager
 def open_reader(reader: Any, key: str) -> Iterator[h5py.File]:
     """h5py on an open `vcube.remote.RemoteFile` (closed on exit)."""
-    try:
-        f = h5py.File(reader, "r")
-    except OSError as e:
-        raise ScanError(f"{key}: not a readable HDF5/netCDF4 file ({h5_message(e)})") from None
-    with reader, f:
+    with reader, h5_on(reader, key) as f:
         yield f
 
 

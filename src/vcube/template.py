@@ -22,9 +22,11 @@ from vcube.hdf import (
     check_unsupported,
     file_node,
     fingerprint,
+    h5_on,
     inline_fill_value,
     is_vlen_string,
-    open_h5,
+    open_source,
+    store_failure,
 )
 from vcube.plan import Layout
 from vcube.spec import DatasetSpec
@@ -147,12 +149,27 @@ def _shown(text: str | None) -> str:
     return "absent" if text is None else repr(text)
 
 
-def _manifest_group(src: storage.Location, key: str, drop: list[str], group: str) -> Any:
+def _manifest_group(
+    src: storage.Location, key: str, drop: list[str], group: str, reader: Any
+) -> Any:
+    """VirtualiZarr's parse of the template file, through `reader` (already open, shared with
+    vcube's own h5py walk, so the file's bytes are fetched once)."""
     from obspec_utils.registry import ObjectStoreRegistry
     from virtualizarr.parsers import HDFParser
 
     registry = ObjectStoreRegistry({src.url: src.store})
-    mstore = HDFParser(group=group or None, drop_variables=drop)(src.url_of(key), registry)
+    parser = HDFParser(
+        group=group or None, drop_variables=drop, reader_factory=lambda _store, _path: reader
+    )
+    try:
+        mstore = parser(src.url_of(key), registry)
+    except Exception as e:
+        failure = store_failure(reader, key)
+        if failure is not None:
+            raise failure from None
+        raise TemplateError(
+            f"{key}: cannot read the template file with VirtualiZarr: {storage.first_line(e)}"
+        ) from e
     return mstore._group  # the parsed ManifestGroup: arrays + group attributes
 
 
@@ -162,19 +179,14 @@ def derive_template(spec: DatasetSpec, key: str) -> Template:
     concat = spec.cube.dim_names
     group_path = spec.cube.file_group or ""
     drop = spec.cube.dropped_variables
-    with open_h5(src, key) as f:
+    variables: dict[str, VarSchema] = {}
+    # One reader for the checks, VirtualiZarr's parse (inside them: it opens the file again on
+    # the same reader) and the fingerprints: the template file is read once.
+    with open_source(src, key) as reader, h5_on(reader, key) as f:
         node = file_node(f, key, group_path)
         check_groups(f, key, group_path, spec.cube.dropped_groups, set())
         check_unsupported(node, key, set(drop))
-    try:
-        group = _manifest_group(src, key, drop, group_path)
-    except Exception as e:
-        raise TemplateError(
-            f"{key}: cannot read the template file with VirtualiZarr: {storage.first_line(e)}"
-        ) from e
-    variables: dict[str, VarSchema] = {}
-    with open_h5(src, key) as f:
-        node = file_node(f, key, group_path)
+        group = _manifest_group(src, key, drop, group_path, reader)
         dim_cache: dict[Any, str] = {}
         for name, arr in group.arrays.items():
             meta = arr.metadata.to_dict()

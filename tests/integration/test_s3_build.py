@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -426,3 +426,30 @@ def _direct(spec: DatasetSpec, server: S3Server) -> DatasetSpec:
     raw["source"]["storage"]["endpoint"] = server.endpoint
     raw["target"]["storage"]["endpoint"] = server.endpoint
     return DatasetSpec.model_validate(raw)
+
+
+def test_template_file_is_read_once(s3_server: S3Server, s3_archive: str, tmp_path: Path) -> None:
+    """Deriving the template (VirtualiZarr's parse and vcube's own h5py checks) fetches every
+    byte of the template file at most once: one reader, shared by both."""
+    cubes = s3_server.create_bucket(f"cubes-{next(_ids)}")
+    with FaultProxy("127.0.0.1", s3_server.port, lifetime=300) as fp:
+        _, spec = s3_spec(tmp_path / "spec.yaml", fp.endpoint, s3_archive, cubes)
+        steps.plan_step(spec)
+        key = workarea.template_file(spec, workarea.load_plan(spec)).key
+        fp.reset_stats()
+        template.derive_template(spec, key)
+        reads = fp.stats.matching(None, f"/{s3_archive}/data/{key}")
+    fetched = sum(r.body_bytes for r in reads)
+    distinct = _union_length((r.range[0], r.range[0] + r.body_bytes) for r in reads if r.range)
+    print(f"template: {len(reads)} requests, {fetched} B fetched, {distinct} B distinct")
+    assert fetched == distinct, f"{fetched - distinct} B of {key} fetched more than once"
+    assert all(r.range is not None for r in reads if r.method == "GET")
+
+
+def _union_length(ranges: Iterable[tuple[int, int]]) -> int:
+    """Bytes covered by [start, end) ranges, each byte counted once."""
+    total, reach = 0, 0
+    for a, z in sorted(ranges):
+        total += max(0, z - max(a, reach))
+        reach = max(reach, z)
+    return total
