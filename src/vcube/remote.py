@@ -127,6 +127,11 @@ class RemoteFile(io.RawIOBase):
     # -- metadata ---------------------------------------------------------------------------
 
     @property
+    def mode(self) -> str:
+        """Read-only binary, as `open(path, "rb")`: xarray's file protocol asks for it."""
+        return "rb"
+
+    @property
     def size(self) -> int:
         return self.version.size
 

@@ -7,12 +7,12 @@ xarray — the comparison a user would make, NaN-aware and bit for bit.
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import random
 import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -23,10 +23,11 @@ from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync
 
 from vcube import storage, workarea
-from vcube.hdf import chunk_refs, file_node, open_h5
+from vcube.hdf import chunk_refs, file_node, open_h5, store_failure
 from vcube.layout import RefPlacer, array_shape, chunk_grid
 from vcube.places import Places
 from vcube.plan import Plan, PlannedFile
+from vcube.remote import RemoteReadError, open_remote
 from vcube.repo import history
 from vcube.scan import convert_times, read_result
 from vcube.spec import DatasetSpec
@@ -58,15 +59,36 @@ def open_cube(spec: DatasetSpec | Places, **kwargs: Any) -> xr.Dataset:
     return xr.open_zarr(session.store, consolidated=False, **{"chunks": None, **kwargs})
 
 
-def open_source_file(spec: DatasetSpec, key: str, **kwargs: Any) -> xr.Dataset:
-    """Open one source file with plain xarray — the reference a cube is compared with."""
+@contextlib.contextmanager
+def open_source_file(spec: DatasetSpec, key: str, **kwargs: Any) -> Iterator[xr.Dataset]:
+    """Open one source file with plain xarray — the reference a cube is compared with.
+
+    A local file is opened by its path. An object in S3 is read through a ranged, block-cached
+    reader: only the bytes xarray asks for are fetched (the metadata, then the values of the
+    variables a comparison reads), never the whole file.
+    """
     src = workarea.source_location(spec)
     if spec.cube.file_group:
         kwargs.setdefault("group", spec.cube.file_group)
     if src.is_local:
-        return xr.open_dataset(src.local_path / key, **kwargs)
-    data = storage.read_bytes(src, key)
-    return xr.open_dataset(io.BytesIO(data), engine="h5netcdf", **kwargs)
+        with xr.open_dataset(src.local_path / key, **kwargs) as ds:
+            yield ds
+        return
+    try:
+        reader = open_remote(src, key)
+    except RemoteReadError as e:
+        if not storage.exists(src, key):
+            raise FileNotFoundError(f"{src.url_of(key)} does not exist") from None
+        raise storage.StorageError(str(e)) from None
+    try:
+        with reader, xr.open_dataset(reader, engine="h5netcdf", **kwargs) as ds:
+            yield ds
+    except Exception as e:
+        # h5py reports a failed read of the store as a generic error: the reader knows better.
+        failure = store_failure(reader, key)
+        if failure is None:
+            raise
+        raise failure from e
 
 
 def file_region(
