@@ -336,7 +336,7 @@ def _section2(s3: dict[str, Any] | None) -> list[str]:
     ]
     names = {
         "vcube_scan_shard": "vcube `scan_shard` (the scan step as committed)",
-        "vcube_prefetched_1proc": f"vcube `scan_file` over `remote.Prefetcher` "
+        "vcube_prefetched_1proc": f"vcube `scan_file` over `prefetch.Prefetcher` "
         f"(depth {s3['depth']}), 1 process",
         "vcube_prefetched_2proc": "same, 2 processes (one 2-core worker)",
         "virtualizarr": "VirtualiZarr `open_virtual_dataset` (obstore)",

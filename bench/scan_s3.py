@@ -7,7 +7,7 @@ shares the 2 cores with the client, so wall times here are an upper bound; the c
 
 Compared, on the same objects in one run:
   vcube scan_shard   the scan step as committed (vcube.remote reader)
-  vcube prefetched   vcube's scan_file over vcube.remote.Prefetcher (files opened ahead,
+  vcube prefetched   vcube's scan_file over vcube.prefetch.Prefetcher (files opened ahead,
                      block hints learned from the previous files), one process; then two
                      processes (one 2-core worker) for files/s
   virtualizarr       open_virtual_dataset(HDFParser, the atlas's inline variables) over obstore
@@ -59,10 +59,11 @@ def _stats(proxy: FaultProxy, n: int, wall: float) -> dict[str, float]:
 def _prefetched_scan(
     spec_json: str, tmpl_json: bytes, files: list[Any], depth: int
 ) -> tuple[int, list[int]]:
-    """vcube's per-file scan over remote.Prefetcher; runs in this or a worker process."""
+    """vcube's per-file scan over prefetch.Prefetcher; runs in this or a worker process."""
     import h5py
 
-    from vcube.remote import ObjectVersion, Prefetcher
+    from vcube.prefetch import Prefetcher
+    from vcube.remote import ObjectVersion
 
     spec = DatasetSpec.model_validate_json(spec_json)
     tmpl = template.Template.from_json(tmpl_json)

@@ -7,10 +7,9 @@ open (superblock, root group, and for netCDF4 usually every object header), a mi
 blocks it covers, and missing blocks that touch are merged into one ranged GET. Counters
 (`requests`, `bytes_fetched`, ...) let tests and benchmarks see the cost per file.
 
-Concurrency: h5py holds one global lock while it calls back into this reader, so threads do not
-overlap the round trips of different files inside h5py. What does overlap is obstore's own I/O:
-`Prefetcher` opens the next files (`open_remote_async`: first blocks plus the ranges the previous
-walk touched, in one parallel batch) in a background event loop while h5py parses the current one.
+One open path: `open_remote_async` fetches the first blocks and any hinted ranges in one parallel
+batch; the blocking `open_remote` (and `RemoteFile(...)`) runs it to completion. Opening files
+ahead of the reader, with hints learnt from earlier walks, is `vcube.prefetch`'s job.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ import contextlib
 import io
 import os
 import threading
-from collections import OrderedDict, deque
-from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -440,80 +439,3 @@ async def open_remote_async(
     return RemoteFile(
         where, key, block_size=block_size, max_cache_bytes=max_cache_bytes, _opened=opened
     )
-
-
-class Prefetcher:
-    """Open the files of a list ahead of the reader, learning which blocks a walk needs.
-
-    `for rf in Prefetcher(loc, items, depth=8): walk(rf)` yields the files in order, each
-    already holding its first blocks plus the blocks the previous walks touched (`hint`), fetched
-    in a background event loop while the caller parses the earlier files. Files of one archive
-    share their layout, so after the first file most reads are cache hits and a file costs about
-    one round trip of parallel requests instead of one round trip per metadata read.
-
-    hint_pad: widen the previous walk's reads by this many bytes (see `touched_ranges`);
-      0 uses the touched blocks as they are.
-    cold_block_size: block size for files opened before any hint exists (0: `block_size`).
-    """
-
-    def __init__(
-        self,
-        where: Any,
-        items: Sequence[tuple[str, ObjectVersion | None]],
-        *,
-        depth: int = 8,
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        initial_bytes: int = DEFAULT_INITIAL_BYTES,
-        max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
-        hint_pad: int = 0,
-        cold_block_size: int = 0,
-    ) -> None:
-        self.where = where
-        self.hint_pad = hint_pad
-        self.cold_block_size = cold_block_size
-        self.items = list(items)
-        self.depth = max(depth, 1)
-        self.block_size = block_size
-        self.initial_bytes = initial_bytes
-        self.max_cache_bytes = max_cache_bytes
-        self.hint: list[tuple[int, int]] = []
-
-    def _open(self, key: str, version: ObjectVersion | None) -> Any:
-        # Without a hint the walk goes read by read: bigger blocks mean fewer round trips.
-        cold = not self.hint and self.cold_block_size
-        return open_remote_async(
-            self.where,
-            key,
-            block_size=self.cold_block_size if cold else self.block_size,
-            initial_bytes=self.initial_bytes,
-            max_cache_bytes=self.max_cache_bytes,
-            version=version,
-            hint=list(self.hint),
-        )
-
-    def __iter__(self) -> Iterator[RemoteFile]:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="vcube-prefetch", daemon=True)
-        thread.start()
-        pending: deque[concurrent.futures.Future[RemoteFile]] = deque()
-        nxt = 0
-        try:
-            while nxt < len(self.items) or pending:
-                # Until one walk has taught the hint, open one file at a time.
-                window = self.depth if self.hint else 1
-                while nxt < len(self.items) and len(pending) < window:
-                    key, version = self.items[nxt]
-                    pending.append(asyncio.run_coroutine_threadsafe(self._open(key, version), loop))
-                    nxt += 1
-                rf = pending.popleft().result()
-                yield rf
-                # The last walk only: a union over a shard would keep growing where offsets
-                # drift with the compressed data sizes. Files already in flight use an older
-                # hint; their misses are fetched on demand.
-                self.hint = rf.touched_ranges(self.hint_pad)
-        finally:
-            for fut in pending:
-                fut.cancel()
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
-            loop.close()

@@ -273,10 +273,10 @@ def scan_shard(
     n = len(fresh)
     scanned: list[FileScan] = []
     # Remote files are opened ahead in the background, each with the blocks the previous walks
-    # touched (vcube.remote.Prefetcher): about one round trip per file instead of one per miss.
+    # touched (vcube.prefetch.Prefetcher): about one round trip per file instead of one per miss.
     readers: Iterator[Any] | None = None
     if not src.is_local:
-        from vcube.remote import Prefetcher
+        from vcube.prefetch import Prefetcher
 
         # 16 KiB blocks, hints widened by 24 KiB: on full-grid atlas-like files one round trip
         # and ~3 MB per file after the first (tests/support/measure_remote.py).

@@ -1,4 +1,4 @@
-"""Measure `vcube.remote` on real sample files over the local S3 server behind a latency proxy.
+"""Measure `vcube.remote` and `vcube.prefetch` on real files over the local S3 server and a proxy.
 
     python -m tests.support.measure_remote DIR [--latency 0.02] [--blocks 16,64,256,1024]
 
@@ -22,7 +22,8 @@ import h5py
 
 from tests.support.faultproxy import FaultProxy
 from tests.support.s3server import S3Server
-from vcube.remote import Prefetcher, RemoteFile
+from vcube.prefetch import Prefetcher
+from vcube.remote import RemoteFile
 
 
 def walk(f: h5py.File) -> int:

@@ -1,4 +1,5 @@
-"""RemoteFile over an in-memory obstore store: byte semantics, request accounting, h5py walks."""
+"""RemoteFile (and the Prefetcher) over an in-memory obstore store: byte semantics, request
+accounting, h5py walks."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import obstore
 import pytest
 from obstore.store import MemoryStore
 
+from vcube.prefetch import Prefetcher
 from vcube.remote import (
     ObjectVersion,
-    Prefetcher,
     RemoteFile,
     RemoteReadError,
     open_remote,
