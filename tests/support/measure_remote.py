@@ -7,8 +7,10 @@ reports, per file, for a full h5py walk (open, every dataset's chunk index, the 
 small contiguous variables): requests and bytes seen by the proxy, sequential round trips
 (requests made from inside h5py, one after another), and wall time — once per file on its own
 ("cold") and once through `Prefetcher` (hints learned from the previous files, files opened
-ahead in the background). moto's own time per request is not realistic (it copies whole
-objects for a ranged GET); the "no latency" column shows it so it can be subtracted.
+ahead in the background); with `--obspec-utils` also through obspec-utils' `BlockStoreReader`
+(VirtualiZarr's default reader), one file at a time. moto's own time per request is not
+realistic (it copies whole objects for a ranged GET); the "no latency" column shows it so it can
+be subtracted.
 """
 
 from __future__ import annotations
@@ -67,6 +69,40 @@ def _cold(store: object, keys: list[str], proxy: FaultProxy, bs: int) -> dict[st
     }
 
 
+def _waves(proxy: FaultProxy) -> int:
+    """Sequential round trips: requests that started after every earlier one had finished."""
+    waves, wave_end = 0, -1.0
+    for r in sorted(proxy.stats.records, key=lambda r: r.started):
+        if r.started >= wave_end:
+            waves += 1
+            wave_end = r.finished
+        else:
+            wave_end = max(wave_end, r.finished)
+    return waves
+
+
+def _obspec_utils(store: object, keys: list[str], proxy: FaultProxy, bs: int) -> dict[str, float]:
+    """The same walk through obspec-utils' `BlockStoreReader` (what VirtualiZarr uses by default),
+    one file at a time: the candidate to build `RemoteFile` on."""
+    from obspec_utils.readers import BlockStoreReader
+
+    proxy.reset_stats()
+    walls = []
+    for key in keys:
+        t0 = time.perf_counter()
+        reader = BlockStoreReader(store, key, block_size=bs)
+        with h5py.File(reader, "r") as f:
+            walk(f)
+        walls.append(time.perf_counter() - t0)
+    n = len(keys)
+    return {
+        "req": proxy.stats.requests / n,
+        "mb": proxy.stats.response_bytes / n / 1e6,
+        "seq": _waves(proxy) / n,
+        "ms": statistics.median(walls) * 1000,
+    }
+
+
 def _prefetched(
     store: object, keys: list[str], proxy: FaultProxy, bs: int, depth: int, pad: int = 0
 ) -> dict[str, float]:
@@ -102,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--depth", type=int, default=8)
     ap.add_argument("--pads", default="0", help="Prefetcher hint_pad values in KiB")
     ap.add_argument("--no-cold", action="store_true", help="skip the one-file-at-a-time rows")
+    ap.add_argument(
+        "--obspec-utils", action="store_true", help="add rows for obspec-utils' BlockStoreReader"
+    )
     args = ap.parse_args(argv)
     files = sorted(args.dir.rglob("*.nc"))
     if not files:
@@ -139,6 +178,13 @@ def main(argv: list[str] | None = None) -> None:
                     print(
                         f"| {kib} KiB | one file | {c1['req']:.1f} | {c1['mb']:.2f} | "
                         f"{c1['seq']:.1f} | {c0['ms']:.0f} | {c1['ms']:.0f} |"
+                    )
+                if args.obspec_utils:
+                    o0, o1 = _obspec_utils(s0, keys, p0, bs), _obspec_utils(s1, keys, p1, bs)
+                    print(
+                        f"| {kib} KiB | obspec-utils BlockStoreReader, one file | "
+                        f"{o1['req']:.1f} | {o1['mb']:.2f} | {o1['seq']:.1f} | "
+                        f"{o0['ms']:.0f} | {o1['ms']:.0f} |"
                     )
                 for pad in (int(x) for x in args.pads.split(",")):
                     f0 = _prefetched(s0, keys, p0, bs, args.depth, pad * 1024)
