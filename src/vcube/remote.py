@@ -143,10 +143,6 @@ class RemoteFile(io.RawIOBase):
     def etag(self) -> str | None:
         return self.version.etag
 
-    @property
-    def last_modified(self) -> datetime | None:
-        return self.version.last_modified
-
     def _error(self, what: str, e: BaseException) -> RemoteReadError:
         self.failure = _error(self.name, what, e)
         return self.failure
@@ -312,16 +308,6 @@ class RemoteFile(io.RawIOBase):
             else:
                 out.append((lo, hi))
         return out
-
-    def stats(self) -> dict[str, int]:
-        """The counters as a dict (for logs, benchmarks and test messages)."""
-        return {
-            "requests": self.requests,
-            "bytes_fetched": self.bytes_fetched,
-            "reads": self.reads,
-            "bytes_read": self.bytes_read,
-            "cached_bytes": self._cached_bytes,
-        }
 
     def __repr__(self) -> str:
         return f"RemoteFile({self.name!r}, size={self.size}, block_size={self.block_size})"

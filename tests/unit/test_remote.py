@@ -117,7 +117,7 @@ def test_open_reads_the_first_blocks_and_the_version(
     assert rf.bytes_fetched == 32 * KiB  # rounded up to whole blocks
     assert rf.size == len(blobs["a/0.nc"]) == meta["size"]
     assert rf.etag == meta["e_tag"]
-    assert rf.last_modified == meta["last_modified"]
+    assert rf.version.last_modified == meta["last_modified"]
     rf.read(32 * KiB)
     assert rf.requests == 1  # served from the initial blocks
 
@@ -209,7 +209,14 @@ def test_cache_is_bounded(files: tuple[MemoryStore, dict[str, bytes]]) -> None:
     for pos in range(0, 64 * KiB, 4 * KiB):
         rf.seek(pos)
         assert rf.read(4 * KiB) == data[pos : pos + 4 * KiB]
-    assert rf.stats()["cached_bytes"] <= 16 * KiB
+    # The last 4 blocks are held, the first ones were dropped: reading one again is a request.
+    before = rf.requests
+    rf.seek(60 * KiB)
+    assert rf.read(4 * KiB) == data[60 * KiB : 64 * KiB]
+    assert rf.requests == before
+    rf.seek(0)
+    assert rf.read(4 * KiB) == data[: 4 * KiB]
+    assert rf.requests == before + 1
     # A read bigger than the whole cache still returns the right bytes.
     rf.seek(0)
     assert rf.read(40 * KiB) == data[: 40 * KiB]
