@@ -97,7 +97,7 @@ def write_shard_results(
             metas.append(
                 {
                     "key": src_pf.key,  # a real file: the ref can be read back
-                    "version": src_pf.version,
+                    "etag": src_pf.etag,
                     "last_modified": src_pf.last_modified,
                     "pos": list(pf.pos),
                     "steps": fs.steps,

@@ -89,13 +89,14 @@ def _set_json(store: Any, key: str, md: ArrayV3Metadata | bytes) -> bool:
     return True
 
 
-def checksum_of(src: storage.Location, version: str, last_modified: str) -> datetime | str:
-    """What Icechunk checks before reading a chunk: the ETag on S3, the mtime on local disk.
+def checksum_of(src: storage.Location, etag: str | None, last_modified: str) -> datetime | str:
+    """What Icechunk checks before reading a chunk: the ETag on S3, the mtime on local disk (or
+    on a store that gives no ETag).
 
     Icechunk keeps whole seconds; rounding up keeps a file that did not change readable.
     """
-    if not src.is_local and not version[:4].isdigit():
-        return version
+    if etag is not None and not src.is_local:
+        return etag
     t = datetime.fromisoformat(last_modified)
     return (t.replace(microsecond=0) + timedelta(seconds=1)) if t.microsecond else t
 
@@ -183,7 +184,7 @@ def _ensure_array(store: Any, name: str, md: ArrayV3Metadata, *, keep_values: bo
 def _write_static(
     spec: DatasetSpec, template: Template, store: Any, src: storage.Location, pf: Any
 ) -> None:
-    checksum = checksum_of(src, pf.version, pf.last_modified)
+    checksum = checksum_of(src, pf.etag, pf.last_modified)
     url = src.url_of(template.source_key)
     with open_h5(src, template.source_key) as f:
         node = file_node(f, template.source_key, template.file_group)
@@ -242,8 +243,8 @@ def load_group_results(
             ) from None
         if res.meta.get("digest") != result_digest(plan.shards[sid]["digest"], template):
             raise CommitError(
-                f"group {group}: the scan of shard {sid} is stale (its files or the template "
-                f"changed since): run `vcube scan SPEC --shard {sid}` again"
+                f"group {group}: the scan of shard {sid} is stale (its files, the template or "
+                f"vcube's result format changed since): run `vcube scan SPEC --shard {sid}` again"
             )
         out.append(res)
     return out
@@ -347,7 +348,7 @@ def _write_group(
                 raise CommitError(f"group {group}: {e}") from None
             where = layout.places(fmeta["pos"])
             url = src.url_of(fmeta["key"])
-            checksum = checksum_of(src, fmeta["version"], fmeta["last_modified"])
+            checksum = checksum_of(src, fmeta["etag"], fmeta["last_modified"])
             etag = checksum if isinstance(checksum, str) else None
             mtime = checksum if isinstance(checksum, datetime) else None
             for v in virt:

@@ -25,7 +25,7 @@ from typing import Any
 from vcube import storage
 from vcube.spec import FIELD_RE, DatasetSpec
 
-PLAN_VERSION = 2
+PLAN_VERSION = 3  # 3: a file's ETag and last-modified time in fields of their own
 
 
 class PlanError(RuntimeError):
@@ -38,10 +38,16 @@ class PlannedFile:
 
     key: str
     size: int
-    version: str  # ETag if the store has one, else the last-modified time (ISO 8601)
-    last_modified: str
+    etag: str | None  # as the store lists it; None when the store gives none
+    last_modified: str  # ISO 8601
     pos: tuple[int, ...]
     fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def revision(self) -> str:
+        """What tells two versions of the file apart (digests, scan reuse): the ETag if the
+        store gives one, else the last-modified time."""
+        return self.etag if self.etag is not None else self.last_modified
 
 
 @dataclass
@@ -85,10 +91,10 @@ class Plan:
 
 
 def files_digest(files: list[PlannedFile]) -> str:
-    """What a shard's scan depends on: keys, sizes, versions and places of its files."""
+    """What a shard's scan depends on: keys, sizes, revisions and places of its files."""
     h = hashlib.sha256()
     for p in files:
-        h.update(f"{p.key}\0{p.size}\0{p.version}\0{tuple(p.pos)}\n".encode())
+        h.update(f"{p.key}\0{p.size}\0{p.revision}\0{tuple(p.pos)}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -121,7 +127,7 @@ def _key_str(key: tuple[str, ...]) -> str:
 class _Listed:
     key: str
     size: int
-    version: str
+    etag: str | None
     last_modified: str
     fields: dict[str, str]
 
@@ -137,7 +143,7 @@ def parse_listing(
             unexpected.append(obj.key)
             continue
         lm = obj.last_modified.isoformat()
-        matched.append(_Listed(obj.key, obj.size, obj.etag or lm, lm, m.groupdict()))
+        matched.append(_Listed(obj.key, obj.size, obj.etag or None, lm, m.groupdict()))
     return matched, unexpected
 
 
@@ -204,7 +210,7 @@ def build_plan(
         shard_group[sid] = _key_str(k[commit_dim])
         shard_order[sid] = tuple(pos[i] for i in shard_dims)
         shard_files[sid].append(
-            PlannedFile(f.key, f.size, f.version, f.last_modified, pos, dict(f.fields))
+            PlannedFile(f.key, f.size, f.etag, f.last_modified, pos, dict(f.fields))
         )
 
     missing = _missing(refs, keys, dims_names=spec.cube.dim_names)

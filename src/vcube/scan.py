@@ -39,7 +39,9 @@ from vcube.plan import PlannedFile
 from vcube.spec import DatasetSpec
 from vcube.template import Template, VarSchema, compare_fingerprint
 
-RESULT_FORMAT = 2  # 2: files carry their steps; refs and values padded to the longest file
+# 2: files carry their steps; refs and values padded to the longest file.
+# 3: files carry their ETag and last-modified time in fields of their own.
+RESULT_FORMAT = 3
 
 
 def result_digest(shard_digest: str, template: Template) -> str:
@@ -50,9 +52,9 @@ def result_digest(shard_digest: str, template: Template) -> str:
 
 def _check_unchanged(pf: PlannedFile, etag: str | None) -> None:
     """A file replaced between plan and scan would get refs with the old checksum: say so now."""
-    if etag is not None and pf.version.startswith('"') and etag != pf.version:
+    if etag is not None and pf.etag is not None and etag != pf.etag:
         raise ScanError(
-            f"{pf.key}: the file changed since the plan (ETag {etag}, planned {pf.version}): "
+            f"{pf.key}: the file changed since the plan (ETag {etag}, planned {pf.etag}): "
             "run `vcube plan` again"
         )
 
@@ -314,7 +316,7 @@ def scan_shard(
             {
                 "key": p.key,
                 "size": int(p.size),
-                "version": p.version,
+                "etag": p.etag,
                 "last_modified": p.last_modified,
                 "pos": list(p.pos),
                 "steps": s.steps,
@@ -379,12 +381,12 @@ def _scan_one(
     return fs
 
 
-FileId = tuple[str, int, str]  # key, size, version (ETag, else last-modified) as planned
+FileId = tuple[str, int, str]  # key, size, revision (ETag, else last-modified) as planned
 
 
 def file_id(pf: PlannedFile) -> FileId:
     """What a file's scan depends on besides the template: a new version is a new file."""
-    return (pf.key, int(pf.size), pf.version)
+    return (pf.key, int(pf.size), pf.revision)
 
 
 def reusable_scans(data: bytes, template: Template, concat: list[str]) -> dict[FileId, FileScan]:
@@ -417,7 +419,8 @@ def reusable_scans(data: bytes, template: Template, concat: list[str]) -> dict[F
             v = template.variables[name]
             a = np.array(res.values[name][_cut(i, _file_shape(v, steps))])
             values[name] = a.astype(object) if is_vlen_string(v.fingerprint) else a
-        out[(f["key"], int(f["size"]), f["version"])] = FileScan(refs, values, list(f["steps"]))
+        planned = PlannedFile(f["key"], int(f["size"]), f["etag"], f["last_modified"], ())
+        out[file_id(planned)] = FileScan(refs, values, list(f["steps"]))
     return out
 
 

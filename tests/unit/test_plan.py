@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
 from tests.conftest import spec_dict
-from vcube.plan import PlanError, build_plan, pattern_regex
+from vcube import storage
+from vcube.commit import checksum_of
+from vcube.plan import PLAN_VERSION, Plan, PlanError, build_plan, pattern_regex
 from vcube.spec import DatasetSpec
 from vcube.storage import ObjectInfo
 
@@ -113,3 +116,43 @@ def test_two_files_in_one_place_is_an_error() -> None:
     )
     with pytest.raises(PlanError, match="map to the same place"):
         build_plan(spec, _listing())
+
+
+def test_a_file_keeps_its_etag_and_mtime_apart() -> None:
+    """The ETag and the last-modified time are fields of their own; a store without ETags
+    leaves the ETag empty and the mtime tells versions apart."""
+    listing = _listing()
+    listing[0] = ObjectInfo(listing[0].key, 100, T, None)
+    _, shard_files = build_plan(SPEC, listing)
+    files = {pf.key: pf for fs in shard_files.values() for pf in fs}
+    first, other = files[listing[0].key], files[listing[1].key]
+    assert (first.etag, first.last_modified, first.revision) == (None, T.isoformat(), T.isoformat())
+    assert (other.etag, other.last_modified, other.revision) == ('"1"', T.isoformat(), '"1"')
+
+
+@pytest.mark.parametrize(
+    ("url", "etag", "want"),
+    [
+        ("s3://b/p", '"9f0c"', '"9f0c"'),
+        # Unquoted and starting with digits (S3-compatible stores): still the ETag.
+        ("s3://b/p", "2026abcd", "2026abcd"),
+        ("s3://b/p", None, datetime(2026, 1, 1, 12, 0, 1, tzinfo=UTC)),
+        ("file:///data", '"9f0c"', datetime(2026, 1, 1, 12, 0, 1, tzinfo=UTC)),
+    ],
+)
+def test_checksum_is_the_etag_on_s3_else_the_mtime(
+    url: str, etag: str | None, want: object
+) -> None:
+    """Icechunk checks the ETag on S3 and the mtime (rounded up to whole seconds) on local disk
+    or when the store gives no ETag."""
+    mtime = datetime(2026, 1, 1, 12, 0, 0, 250_000, tzinfo=UTC).isoformat()
+    assert checksum_of(storage.resolve(url), etag, mtime) == want
+
+
+def test_a_plan_of_another_format_asks_for_a_re_plan() -> None:
+    plan, _ = build_plan(SPEC, _listing())
+    raw = json.loads(plan.to_json())
+    assert Plan.from_json(plan.to_json()) == plan
+    raw["version"] = PLAN_VERSION - 1
+    with pytest.raises(PlanError, match="re-plan"):
+        Plan.from_json(json.dumps(raw).encode())
