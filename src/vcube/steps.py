@@ -165,7 +165,7 @@ def scan_step(
             "seconds": round(time.perf_counter() - t0, 3),
         }
     files = workarea.load_shard_files(spec, shard, plan)
-    # Files scanned before against the same template (same key, size and version) are taken
+    # Files scanned before against the same template (same key, size and revision) are taken
     # from the shard's previous result: a new month in a series scans only the new file.
     reuse = scan.reusable_scans(previous, tmpl, spec.cube.dim_names) if previous is not None else {}
     reused = sum(1 for pf in files if scan.file_id(pf) in reuse)
