@@ -498,6 +498,39 @@ def test_pod_runs_with_volumes_token_and_exit_codes(tmp_path: Path) -> None:
 
 
 @needs_root
+def test_a_volume_over_an_ancestor_of_the_image_hides_nothing(tmp_path: Path) -> None:
+    """An emptyDir at /tmp must not hide a checkout under /tmp (the fresh-clone case)."""
+    top = "/" + tmp_path.parts[1]  # /tmp for pytest's tmp_path: an ancestor of the agent's workdir
+    (tmp_path / "marker").write_text("still here\n")
+    witness = f"{top}/nodeagent-witness-{uuid.uuid4().hex[:8]}"
+    w, client = worker(
+        tmp_path,
+        {
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "containers": [
+                {
+                    "name": "main",
+                    "command": ["sh", "-c"],
+                    "args": [
+                        f"cat {tmp_path}/marker; touch {witness};"
+                        "echo over > /dev/termination-log; exit 4"
+                    ],
+                    "volumeMounts": [{"name": "scratch", "mountPath": top}],
+                }
+            ],
+        },
+    )
+    w.start()
+    wait_for(lambda: client.patches and client.last()["phase"] == "Failed")
+    (main,) = client.last()["containerStatuses"]
+    assert main["state"]["terminated"]["exitCode"] == 4, (w.log_dir / "main.log").read_text()
+    assert main["state"]["terminated"]["message"] == "over\n"
+    assert (w.log_dir / "main.log").read_text() == "still here\n"
+    assert not Path(witness).exists()  # written into the volume, not the host's /tmp
+    assert list((w.pod_dir / "volumes" / "scratch").glob("nodeagent-witness-*"))
+
+
+@needs_root
 def test_deleted_pod_leaves_no_process(tmp_path: Path) -> None:
     marker = f"NODEAGENT_TEST_{uuid.uuid4().hex}"
     w, client = worker(

@@ -8,8 +8,14 @@ it dies, the kernel kills everything else in the namespace, so a container leave
 behind. Mount points that do not exist yet are created on the host file system (empty
 directories or files; the bind mounts themselves stay private to this namespace).
 
+The host's file system plays the image, so a volume mounted over an ancestor of a host path the
+container needs (an emptyDir at /tmp over a checkout under /tmp: the venv, the pod's volumes) would
+hide it, where a real image keeps its own /app. Every source is therefore opened before the first
+mount and bound through /proc/self/fd, and each "keep" path (the image's directories) that a
+mount shadows is bound back at its own path right after that mount.
+
 SPEC.json: {"argv": [...], "env": {...}, "cwd": "/", "mounts": [{"source", "target",
-"read_only"}], "termination_log": {"source", "target"} | null}
+"read_only"}], "termination_log": {"source", "target"} | null, "keep": [path, ...]}
 """
 
 import contextlib
@@ -52,6 +58,33 @@ def bind(source, target, read_only):
         _mount(source, target, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
 
 
+def _pinned(path):
+    """A path to what `path` names now that stays valid when a later mount hides `path`."""
+    return f"/proc/self/fd/{os.open(path, os.O_PATH)}"
+
+
+def _under(path, ancestor):
+    ancestor = ancestor.rstrip("/") or "/"
+    return ancestor in ("/", path) or path.startswith(ancestor + "/")
+
+
+def mount_all(mounts, term, keep):
+    """Bind the volumes in depth order; bind back each kept host path a mount has hidden."""
+    mounts = sorted(mounts, key=lambda m: m["target"].rstrip("/").count("/"))
+    keep = sorted({k.rstrip("/") for k in keep if k.rstrip("/")})
+    keep = [k for k in keep if not any(o != k and _under(k, o) for o in keep)]
+    pins = {id(m): _pinned(m["source"]) for m in mounts}
+    kept = {k: _pinned(k) for k in keep if Path(k).exists()}
+    term_pin = _pinned(term["source"]) if term else None
+    for m in mounts:
+        target = m["target"].rstrip("/") or "/"
+        bind(pins[id(m)], target, bool(m.get("read_only")))
+        for k, pin in kept.items():
+            if k != target and _under(k, target):
+                bind(pin, k, False)
+    return term_pin
+
+
 def _fail(spec, message, code):
     sys.stderr.write(f"nodeagent launch: {message}\n")
     term = spec.get("termination_log") if isinstance(spec, dict) else None
@@ -67,13 +100,11 @@ def main():
     spec = {}
     try:
         spec = json.loads(Path(sys.argv[1]).read_text())
-        mounts = sorted(spec.get("mounts") or [], key=lambda m: m["target"].rstrip("/").count("/"))
-        for m in mounts:
-            bind(m["source"], m["target"], bool(m.get("read_only")))
         term = spec.get("termination_log")
+        term_pin = mount_all(spec.get("mounts") or [], term, spec.get("keep") or [])
         if term:
             try:
-                bind(term["source"], term["target"], False)
+                bind(term_pin, term["target"], False)
             except OSError as exc:  # no mount point (read-only /dev): messages are lost, run anyway
                 sys.stderr.write(f"nodeagent launch: no termination log: {exc}\n")
                 spec["termination_log"] = None

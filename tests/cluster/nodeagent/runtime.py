@@ -576,11 +576,24 @@ class PodWorker(threading.Thread):
             "cwd": run.spec.get("workingDir") or self.cfg.default_workdir,
             "mounts": mounts,
             "termination_log": {"source": str(term), "target": target},
+            "keep": self._image_paths(),
         }
         path = cdir / f"{run.name}.json"
         path.write_text(json.dumps(spec))
         path.chmod(0o600)
         return path
+
+    def _image_paths(self) -> list[str]:
+        """The host directories that play the image: no volume may hide them."""
+        return sorted(
+            {
+                str(self.cfg.workdir.resolve()),
+                str(Path(self.cfg.venv_bin).resolve().parent),
+                self.cfg.default_workdir,
+                str(Path(self.cfg.argoexec).resolve().parent),
+                sys.base_prefix,
+            }
+        )
 
     def _reap(self, run: ContainerRun) -> None:
         rc = run.wait_exit()
