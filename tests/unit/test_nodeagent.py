@@ -503,10 +503,12 @@ def test_a_volume_over_an_ancestor_of_the_image_hides_nothing(tmp_path: Path) ->
     top = "/" + tmp_path.parts[1]  # /tmp for pytest's tmp_path: an ancestor of the agent's workdir
     (tmp_path / "marker").write_text("still here\n")
     witness = f"{top}/nodeagent-witness-{uuid.uuid4().hex[:8]}"
+    stale = Path(f"/var/run/nodeagent-test-{uuid.uuid4().hex[:8]}")
+    stale.touch()  # an empty file left as a mount point by an earlier container: now a directory
     w, client = worker(
         tmp_path,
         {
-            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "more", "emptyDir": {}}],
             "containers": [
                 {
                     "name": "main",
@@ -515,7 +517,10 @@ def test_a_volume_over_an_ancestor_of_the_image_hides_nothing(tmp_path: Path) ->
                         f"cat {tmp_path}/marker; touch {witness};"
                         "echo over > /dev/termination-log; exit 4"
                     ],
-                    "volumeMounts": [{"name": "scratch", "mountPath": top}],
+                    "volumeMounts": [
+                        {"name": "scratch", "mountPath": top},
+                        {"name": "more", "mountPath": str(stale)},
+                    ],
                 }
             ],
         },
@@ -528,6 +533,8 @@ def test_a_volume_over_an_ancestor_of_the_image_hides_nothing(tmp_path: Path) ->
     assert (w.log_dir / "main.log").read_text() == "still here\n"
     assert not Path(witness).exists()  # written into the volume, not the host's /tmp
     assert list((w.pod_dir / "volumes" / "scratch").glob("nodeagent-witness-*"))
+    assert stale.is_dir()
+    stale.rmdir()
 
 
 @needs_root

@@ -41,6 +41,8 @@ def _mount(source, target, flags):
 
 def _ensure_target(target, source_is_dir):
     path = Path(target)
+    if source_is_dir and path.is_file() and not path.is_symlink() and path.stat().st_size == 0:
+        path.unlink()  # an empty file made for a file volume earlier: this one is a directory
     if path.is_symlink() or path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
