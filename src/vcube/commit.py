@@ -23,7 +23,7 @@ from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync
 
 from vcube import storage
-from vcube.hdf import chunk_refs, file_node, open_h5, read_values
+from vcube.hdf import file_node, open_h5, read_values
 from vcube.layout import (
     CommitError,
     RefPlacer,
@@ -31,6 +31,7 @@ from vcube.layout import (
     array_shape,
     chunk_grid,
     cube_chunks,
+    static_refs,
 )
 from vcube.places import Places
 from vcube.plan import Plan, PlanError
@@ -189,15 +190,9 @@ def _write_static(
     with open_h5(src, template.source_key) as f:
         node = file_node(f, template.source_key, template.file_group)
         for v in template.variables.values():
-            if v.varies:
-                continue
-            ds = node[v.name]
-            if v.kind == "inline":
-                arr = zarr.open_array(store, path=v.name, mode="r+")
-                arr[...] = read_values(ds)
-                continue
-            grid = chunk_grid(v.file_shape, v.file_chunks)
-            offs, lens = chunk_refs(ds, grid)
+            if v.kind == "inline" and not v.varies:
+                zarr.open_array(store, path=v.name, mode="r+")[...] = read_values(node[v.name])
+        for v, grid, offs, lens in static_refs(node, template):
             _set_refs(store, v, grid, url, offs, lens, (0,) * len(grid), checksum)
 
 

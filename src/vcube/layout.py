@@ -1,7 +1,8 @@
 """Where does a chunk sit? Pure shape and chunk-index maths, shared by commit and validate.
 
-No I/O: a variable's array shape and chunk shape in the cube, whether the files' chunks fit the
-cube's regular grid, and where each scanned chunk of a file lands on it.
+No I/O of its own: a variable's array shape and chunk shape in the cube, whether the files' chunks
+fit the cube's regular grid, where each scanned chunk of a file lands on it, and the chunk refs of
+the template file's static variables (read through the open file it is given).
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 
+import h5py
 import numpy as np
 
+from vcube.hdf import chunk_refs
 from vcube.plan import Layout, Plan
 from vcube.spec import DatasetSpec
 from vcube.template import Template, TemplateError, VarSchema
@@ -30,6 +33,20 @@ def file_grid(v: VarSchema, shape: tuple[int, ...]) -> tuple[int, ...]:
     if v.fingerprint["chunks"] is None:
         return (1,) * len(shape)
     return chunk_grid(shape, v.file_chunks)
+
+
+def static_refs(
+    node: h5py.Group, template: Template
+) -> Iterator[tuple[VarSchema, tuple[int, ...], np.ndarray, np.ndarray]]:
+    """The virtual variables that vary along no concat dim, written once from the template file:
+    each with its chunk grid and the byte offset and length of every chunk (`node` is the
+    template file's node, open)."""
+    for v in template.variables.values():
+        if v.kind != "virtual" or v.varies:
+            continue
+        grid = chunk_grid(v.file_shape, v.file_chunks)
+        offsets, lengths = chunk_refs(node[v.name], grid)
+        yield v, grid, offsets, lengths
 
 
 def array_shape(v: VarSchema, plan: Plan, template: Template) -> list[int]:

@@ -23,8 +23,8 @@ from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync
 
 from vcube import storage, workarea
-from vcube.hdf import chunk_refs, file_node, open_h5, store_failure
-from vcube.layout import RefPlacer, array_shape, chunk_grid
+from vcube.hdf import file_node, open_h5, store_failure
+from vcube.layout import RefPlacer, array_shape, static_refs
 from vcube.places import Places
 from vcube.plan import Plan, PlannedFile
 from vcube.remote import RemoteReadError, open_remote
@@ -270,11 +270,7 @@ def static_chunks(spec: DatasetSpec, template: Template) -> dict[str, Ref]:
     key = template.source_key
     with open_h5(workarea.source_location(spec), key) as f:
         node = file_node(f, key, template.file_group)
-        for v in template.variables.values():
-            if v.kind != "virtual" or v.varies:
-                continue
-            grid = chunk_grid(v.file_shape, v.file_chunks)
-            offsets, lengths = chunk_refs(node[v.name], grid)
+        for v, grid, offsets, lengths in static_refs(node, template):
             for idx in np.ndindex(*grid):
                 if lengths[idx]:
                     k = f"{v.name}/c/" + "/".join(map(str, idx))
