@@ -49,7 +49,7 @@ def synthetic_listing(
 
 def write_shard_lists(spec: Any, shard_files: dict[str, list[PlannedFile]]) -> None:
     """The per-shard file lists `vcube plan` writes (a re-commit reads them)."""
-    work = workarea.work_location(spec)
+    work = Places.of(spec).work
     for sid, files in shard_files.items():
         payload = json.dumps([dataclasses.asdict(p) for p in files], sort_keys=True).encode()
         storage.write_bytes(work, workarea.shard_key(sid), payload)
@@ -70,7 +70,7 @@ def write_shard_results(
     shard_files: dict[str, list[PlannedFile]],
     real: list[tuple[PlannedFile, scan.FileScan]],
 ) -> None:
-    work = workarea.work_location(spec)
+    work = Places.of(spec).work
     dims = spec.cube.dim_names
     virt = tmpl.virtual_varying()
     inl = tmpl.inline_varying()
@@ -118,7 +118,7 @@ def save_layout(
     dims = spec.cube.dim_names
     files = [(pf.key, pf.pos, steps) for sid in plan.layout_shards for pf in shard_files[sid]]
     tmpl.layout = build_layout(plan, dims, dims.index(spec.cube.commit_by), files)
-    workarea.save_layout(spec, tmpl.layout)
+    workarea.save_layout(Places.of(spec).work, tmpl.layout)
 
 
 def _result_digest(plan: Plan, sid: str, tmpl: template.Template) -> str:
@@ -160,8 +160,8 @@ def prepare_work_area(
     into the spec's work area: what `vcube plan` and `vcube init`'s layout step leave there.
     The shard results are left to the caller (`write_shard_results`)."""
     real_planned = [pf for fs in common.plan_files(spec).values() for pf in fs][:real_files]
-    tmpl = template.derive_template(spec, real_planned[0].key)
-    src = workarea.source_location(spec)
+    tmpl = template.derive_template(Places.of(spec).source, spec, real_planned[0].key)
+    src = Places.of(spec).source
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     real = []
     for pf in real_planned:
@@ -174,9 +174,9 @@ def prepare_work_area(
     plan, shard_files = build_plan(spec, listing)
     if shard_lists:
         write_shard_lists(spec, shard_files)
-    storage.write_bytes(workarea.work_location(spec), workarea.PLAN_KEY, plan.to_json())
+    storage.write_bytes(Places.of(spec).work, workarea.PLAN_KEY, plan.to_json())
     plan_s = time.perf_counter() - t0
-    template.save_template(spec, tmpl)
+    template.save_template(Places.of(spec).work, tmpl)
     save_layout(spec, plan, tmpl, shard_files, real[0][1].steps)
     return SyntheticWork(plan, tmpl, shard_files, real, plan_s)
 
@@ -283,7 +283,7 @@ def read_bench(spec: Any, plan: Plan, arch: common.Archive, reps: int) -> dict[s
     dsn = xr.open_zarr(store, consolidated=False, chunks=None)
     var = "DIC"
     zarr_arr = zarr.open_array(store, path=var, mode="r")
-    work = workarea.work_location(spec)
+    work = Places.of(spec).work
     groups = list(plan.groups)
     fill = np.float32(9.96921e36)
     times: dict[str, list[float]] = {

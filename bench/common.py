@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from vcube import storage, template, workarea
+from vcube import storage, template
+from vcube.places import Places
 from vcube.plan import PlannedFile, build_plan
 from vcube.spec import DatasetSpec
 
@@ -104,7 +105,7 @@ def atlas_spec(
 
 
 def derive(spec: DatasetSpec, key: str) -> template.Template:
-    return template.derive_template(spec, key)
+    return template.derive_template(Places.of(spec).source, spec, key)
 
 
 def loadable_variables(tmpl: template.Template) -> list[str]:
@@ -113,7 +114,7 @@ def loadable_variables(tmpl: template.Template) -> list[str]:
 
 
 def plan_files(spec: DatasetSpec) -> dict[str, list[PlannedFile]]:
-    src = workarea.source_location(spec)
+    src = Places.of(spec).source
     _, shard_files = build_plan(spec, storage.list_objects(src), allow_missing=True)
     return shard_files
 

@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     from pyinstrument import Profiler
 
     sp = spec.load_spec(common.CACHE / "atlas-cube" / "spec.yaml")
-    plan = workarea.load_plan(sp)
-    tmpl = template.load_template(sp)
+    plan = workarea.load_plan(Places.of(sp).work, sp)
+    tmpl = template.load_template(Places.of(sp).work)
     repo = Places.of(sp).repo()
     hist_s = []
     for _ in range(5):

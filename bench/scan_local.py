@@ -13,7 +13,8 @@ from typing import Any
 import h5py
 
 from bench import common
-from vcube import hdf, scan, workarea
+from vcube import hdf, scan
+from vcube.places import Places
 
 
 def h5py_floor(path: Path) -> int:
@@ -39,7 +40,7 @@ def make_methods(spec: Any, tmpl: Any) -> dict[str, Any]:
     from virtualizarr import open_virtual_dataset
     from virtualizarr.parsers import HDFParser
 
-    src = workarea.source_location(spec)
+    src = Places.of(spec).source
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     loadable = common.loadable_variables(tmpl)
     registry = ObjectStoreRegistry({src.url: src.store})
@@ -74,7 +75,7 @@ def profile_vcube(spec: Any, tmpl: Any, keys: list[str], out: Path) -> None:
     """A pyinstrument profile of vcube's per-file scan (the hot path), as text."""
     from pyinstrument import Profiler
 
-    src = workarea.source_location(spec)
+    src = Places.of(spec).source
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     prof = Profiler(interval=0.0005)
     prof.start()
@@ -103,7 +104,11 @@ def run(arch: common.Archive, *, n_files: int, reps: int, out: Path) -> dict[str
     shard_times = []
     for _ in range(reps):
         shard_times.append(
-            common.timed(lambda: scan.scan_shard(spec, tmpl, "bench", shard_files, "x"))
+            common.timed(
+                lambda: scan.scan_shard(
+                    spec, Places.of(spec).source, tmpl, "bench", shard_files, "x"
+                )
+            )
             / len(shard_files)
         )
     size = sum((arch.root / k).stat().st_size for k in keys) / len(keys)

@@ -25,7 +25,8 @@ from typing import Any
 from bench import common
 from tests.support.faultproxy import FaultProxy, RequestRecord
 from tests.support.s3server import REGION, S3Server, dummy_aws_session
-from vcube import scan, template, workarea
+from vcube import scan, template
+from vcube.places import Places
 from vcube.spec import DatasetSpec
 
 BUCKET = "bench-archive"
@@ -67,7 +68,7 @@ def _prefetched_scan(
 
     spec = DatasetSpec.model_validate_json(spec_json)
     tmpl = template.Template.from_json(tmpl_json)
-    src = workarea.source_location(spec)
+    src = Places.of(spec).source
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     items = [(pf.key, ObjectVersion(pf.size, None, None)) for pf in files]
     n, misses = 0, []
@@ -111,7 +112,7 @@ def _measure(
         f"s3://{BUCKET}/archive", str(common.CACHE / "s3-unused-repo"), source_storage=opts
     )
     local_spec = common.atlas_spec(str(arch.root), str(common.CACHE / "unused-repo"))
-    tmpl = template.derive_template(local_spec, keys[0])
+    tmpl = template.derive_template(Places.of(local_spec).source, local_spec, keys[0])
     files = [pf for fs in common.plan_files(spec).values() for pf in fs]
     files = [pf for pf in files if pf.key in set(keys)]
     n = len(files)
@@ -120,7 +121,7 @@ def _measure(
 
     proxy.reset_stats()
     t0 = time.perf_counter()
-    scan.scan_shard(spec, tmpl, "bench", files, "x")
+    scan.scan_shard(spec, Places.of(spec).source, tmpl, "bench", files, "x")
     out["vcube_scan_shard"] = _stats(proxy, n, time.perf_counter() - t0)
 
     spec_json, tmpl_json = spec.model_dump_json(), tmpl.to_json()
@@ -150,7 +151,7 @@ def _measure(
     from virtualizarr import open_virtual_dataset
     from virtualizarr.parsers import HDFParser
 
-    src = workarea.source_location(spec)
+    src = Places.of(spec).source
     registry = ObjectStoreRegistry({src.url: src.store})
     loadable = common.loadable_variables(tmpl)
     proxy.reset_stats()

@@ -55,7 +55,7 @@ def run_local(
             else ""
         )
     )
-    plan = workarea.load_plan(spec)
+    plan = workarea.load_plan(places.work, spec)
     steps.check_groups(plan, groups)
     init_summary = steps.init_step(places)
     say(
@@ -63,7 +63,7 @@ def run_local(
         + ("created/grew the cube" if init_summary["changed"] else "cube already initialized")
     )
     hist = history(places.repo(), spec.target.branch)
-    work = status.needs_work(plan, hist, template.load_template(spec))
+    work = status.needs_work(plan, hist, template.load_template(places.work))
     todo = [g for g in plan.groups if (not groups or g in groups) and work[g]]
     selected = [g for g in plan.groups if not groups or g in groups]
     if not todo:

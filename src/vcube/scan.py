@@ -18,7 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vcube import storage, workarea
+from vcube import storage
 from vcube.hdf import (
     ScanError,
     TemplateError,
@@ -252,6 +252,7 @@ def convert_times(
 
 def scan_shard(
     spec: DatasetSpec,
+    src: storage.Location,
     template: Template,
     shard: str,
     files: list[PlannedFile],
@@ -265,7 +266,6 @@ def scan_shard(
     Files found in `reuse` (their scans from an earlier result, same identity and template) are
     not opened: the result is the same bytes as a scan of every file.
     """
-    src = workarea.source_location(spec)
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     virt = template.virtual_varying()
     inl = [v for v in template.inline_varying() if v.name not in path_dims]

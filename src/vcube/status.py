@@ -63,15 +63,15 @@ def needs_work(plan: Plan, hist: History, template: Template | None) -> dict[str
     return out
 
 
-def current_template(spec: DatasetSpec, plan: Plan) -> Template | None:
+def current_template(places: Places, plan: Plan) -> Template | None:
     """The template `init` will use for this plan, if it is the stored one (else None: init
     derives a new one, and every group's inputs change with it)."""
     try:
-        tmpl = load_template(spec)
-        pf = workarea.template_file(spec, plan)
+        tmpl = load_template(places.work)
+        pf = workarea.template_file(places.work, places.spec, plan)
     except (TemplateError, PlanError):
         return None
-    if tmpl.source_key != pf.key or tmpl.spec_digest != spec.digest():
+    if tmpl.source_key != pf.key or tmpl.spec_digest != places.spec.digest():
         return None
     return tmpl
 
@@ -147,10 +147,10 @@ def status(at: DatasetSpec | Places) -> dict[str, Any]:
     """Per group: its state, its shards' states, its snapshot; counts per state."""
     places = Places.of(at)
     spec = places.spec
-    plan = workarea.load_plan(spec)
+    plan = workarea.load_plan(places.work, spec)
     hist = read_history(places)
     try:
-        tmpl: Template | None = load_template(spec)
+        tmpl: Template | None = load_template(places.work)
     except TemplateError:
         tmpl = None  # not initialized yet
     work = needs_work(plan, hist, tmpl)

@@ -41,7 +41,7 @@ def plan_step(
     spec = places.spec
     listing = storage.list_objects(places.source)
     plan, shard_files = build_plan(spec, listing, allow_missing=allow_missing)
-    workarea.write_plan(spec, plan, shard_files)
+    workarea.write_plan(places.work, plan, shard_files)
     todo = groups_listing(places, plan, only)
     if on_listing:
         on_listing(todo)
@@ -67,7 +67,7 @@ def groups_listing(
     inputs), as group and shard ids only. Nothing to do: an empty list."""
     places = Places.of(spec)
     check_groups(plan, only)
-    current = status.current_template(places.spec, plan)
+    current = status.current_template(places, plan)
     todo = status.needs_work(plan, status.read_history(places), current)
     return [
         {"group": g, "shards": s}
@@ -85,15 +85,15 @@ def check_groups(plan: Plan, groups: list[str] | None) -> None:
 def init_step(spec: DatasetSpec | Places) -> dict[str, Any]:
     places = Places.of(spec)
     spec = places.spec
-    plan = workarea.load_plan(spec)
-    pf = workarea.template_file(spec, plan)
+    plan = workarea.load_plan(places.work, spec)
+    pf = workarea.template_file(places.work, spec, plan)
     try:
-        tmpl = template.load_template(spec)
+        tmpl = template.load_template(places.work)
         if tmpl.source_key != pf.key or tmpl.spec_digest != spec.digest():
             raise template.TemplateError("the template file or the spec changed")
     except template.TemplateError:
-        tmpl = template.derive_template(spec, pf.key)
-        template.save_template(spec, tmpl)
+        tmpl = template.derive_template(places.source, spec, pf.key)
+        template.save_template(places.work, tmpl)
     scans: list[dict[str, Any]] = []
     tmpl.layout = learn_layout(places, plan, tmpl, scans)
     summary = commit.init_cube(places, plan, tmpl, pf)
@@ -128,7 +128,7 @@ def learn_layout(
     dims = spec.cube.dim_names
     layout = build_layout(plan, dims, dims.index(spec.cube.commit_by), files)
     check_grid(tmpl, layout)
-    workarea.save_layout(spec, layout)
+    workarea.save_layout(places.work, layout)
     return layout
 
 
@@ -140,10 +140,10 @@ def scan_step(
     t0 = time.perf_counter()
     places = Places.of(spec)
     spec = places.spec
-    plan = workarea.load_plan(spec)
+    plan = workarea.load_plan(places.work, spec)
     if shard not in plan.shards:
         raise PlanError(f"shard {shard!r} is not in the plan")
-    tmpl = template.load_template(spec)
+    tmpl = template.load_template(places.work)
     work = places.work
     digest = scan.result_digest(plan.shards[shard]["digest"], tmpl)
     previous: bytes | None = None
@@ -164,13 +164,15 @@ def scan_step(
             "refs": old["refs"],
             "seconds": round(time.perf_counter() - t0, 3),
         }
-    files = workarea.load_shard_files(spec, shard, plan)
+    files = workarea.load_shard_files(places.work, shard, plan)
     # Files scanned before against the same template (same key, size and revision) are taken
     # from the shard's previous result: a new month in a series scans only the new file.
     reuse = scan.reusable_scans(previous, tmpl, spec.cube.dim_names) if previous is not None else {}
     reused = sum(1 for pf in files if scan.file_id(pf) in reuse)
     try:
-        data = scan.scan_shard(spec, tmpl, shard, files, digest, on_file=on_file, reuse=reuse)
+        data = scan.scan_shard(
+            spec, places.source, tmpl, shard, files, digest, on_file=on_file, reuse=reuse
+        )
     except Exception as e:
         err = {
             "shard": shard,
@@ -200,8 +202,8 @@ def commit_step(
     spec: DatasetSpec | Places, group: str, *, on_file: Progress | None = None
 ) -> dict[str, Any]:
     places = Places.of(spec)
-    plan = workarea.load_plan(places.spec)
-    tmpl = template.load_template(places.spec)
+    plan = workarea.load_plan(places.work, places.spec)
+    tmpl = template.load_template(places.work)
     return commit.commit_group(places, plan, tmpl, group, on_file=on_file)
 
 
@@ -234,9 +236,9 @@ def commit_all_step(
     t0 = time.perf_counter()
     places = Places.of(spec)
     spec = places.spec
-    plan = workarea.load_plan(spec)
+    plan = workarea.load_plan(places.work, spec)
     check_groups(plan, groups)
-    tmpl = template.load_template(spec)
+    tmpl = template.load_template(places.work)
     work_loc = places.work
     marker = workarea.scans_done_key(run_id) if run_id else None
     work = status.needs_work(plan, status.read_history(places), tmpl)
@@ -299,9 +301,9 @@ def validate_step(
     from vcube import validate  # xarray: only the steps that read values pay for importing it
 
     places = Places.of(spec)
-    plan = workarea.load_plan(places.spec)
+    plan = workarea.load_plan(places.work, places.spec)
     check_groups(plan, groups)
-    tmpl = template.load_template(places.spec)
+    tmpl = template.load_template(places.work)
     return validate.validate_cube(places, plan, tmpl, samples=samples, groups=groups)
 
 

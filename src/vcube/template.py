@@ -173,9 +173,8 @@ def _manifest_group(
     return mstore._group  # the parsed ManifestGroup: arrays + group attributes
 
 
-def derive_template(spec: DatasetSpec, key: str) -> Template:
+def derive_template(src: storage.Location, spec: DatasetSpec, key: str) -> Template:
     """Build the cube schema from one source file (VirtualiZarr metadata + h5py fingerprints)."""
-    src = workarea.source_location(spec)
     concat = spec.cube.dim_names
     group_path = spec.cube.file_group or ""
     drop = spec.cube.dropped_variables
@@ -269,23 +268,19 @@ def derive_template(spec: DatasetSpec, key: str) -> Template:
     )
 
 
-def save_template(spec: DatasetSpec, template: Template) -> None:
-    storage.write_bytes(workarea.work_location(spec), workarea.TEMPLATE_KEY, template.to_json())
+def save_template(work: storage.Location, template: Template) -> None:
+    storage.write_bytes(work, workarea.TEMPLATE_KEY, template.to_json())
 
 
-def load_template(spec: DatasetSpec) -> Template:
-    work = workarea.work_location(spec)
+def load_template(work: storage.Location) -> Template:
     try:
         template = Template.from_json(storage.read_bytes(work, workarea.TEMPLATE_KEY))
     except FileNotFoundError:
-        raise TemplateError(
-            f"no template in {spec.target.work_url}: run `vcube init` first"
-        ) from None
+        raise TemplateError(f"no template in {work.url}: run `vcube init` first") from None
     if template.format < TEMPLATE_FORMAT:
         raise TemplateError(
-            f"the template in {spec.target.work_url} was derived by an older vcube: run "
-            "`vcube init` again"
+            f"the template in {work.url} was derived by an older vcube: run `vcube init` again"
         )
     if storage.exists(work, workarea.LAYOUT_KEY):
-        template.layout = workarea.load_layout(spec)
+        template.layout = workarea.load_layout(work)
     return template

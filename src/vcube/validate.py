@@ -60,14 +60,15 @@ def open_cube(spec: DatasetSpec | Places, **kwargs: Any) -> xr.Dataset:
 
 
 @contextlib.contextmanager
-def open_source_file(spec: DatasetSpec, key: str, **kwargs: Any) -> Iterator[xr.Dataset]:
+def open_source_file(spec: DatasetSpec | Places, key: str, **kwargs: Any) -> Iterator[xr.Dataset]:
     """Open one source file with plain xarray — the reference a cube is compared with.
 
     A local file is opened by its path. An object in S3 is read through a ranged, block-cached
     reader: only the bytes xarray asks for are fetched (the metadata, then the values of the
     variables a comparison reads), never the whole file.
     """
-    src = workarea.source_location(spec)
+    places = Places.of(spec)
+    spec, src = places.spec, places.source
     if spec.cube.file_group:
         kwargs.setdefault("group", spec.cube.file_group)
     if src.is_local:
@@ -160,7 +161,7 @@ def compare_file(
 
 
 def compare_files(
-    spec: DatasetSpec,
+    spec: DatasetSpec | Places,
     template: Template,
     cube: xr.Dataset,
     files: list[PlannedFile],
@@ -170,9 +171,11 @@ def compare_files(
 ) -> list[str]:
     """Each file opened with xarray (same `open_kwargs` as the cube) against its place in the
     cube. Static variables are compared for the template file, or for all with include_static."""
+    places = Places.of(spec)
+    spec = places.spec
     problems = []
     for pf in files:
-        with open_source_file(spec, pf.key, **open_kwargs) as ref:
+        with open_source_file(places, pf.key, **open_kwargs) as ref:
             problems += compare_file(
                 cube,
                 ref,
@@ -237,38 +240,39 @@ def _isnan(a: np.ndarray) -> np.ndarray:
 
 
 def planned_files(
-    spec: DatasetSpec, plan: Plan, groups: list[str] | None = None
+    spec: DatasetSpec | Places, plan: Plan, groups: list[str] | None = None
 ) -> list[PlannedFile]:
+    work = Places.of(spec).work
     out = []
     for g in groups or list(plan.groups):
         for sid in plan.groups[g]:
-            out.extend(workarea.load_shard_files(spec, sid, plan))
+            out.extend(workarea.load_shard_files(work, sid, plan))
     return out
 
 
 Ref = tuple[str, int, int]  # (source key, byte offset, length)
 
 
-def expected_chunks(spec: DatasetSpec, template: Template, shard: str) -> dict[str, Ref]:
+def expected_chunks(places: Places, template: Template, shard: str) -> dict[str, Ref]:
     """Chunk key -> (source file, offset, length) for every chunk the shard's scan found stored."""
-    res = read_result(storage.read_bytes(workarea.work_location(spec), result_key(shard)))
+    res = read_result(storage.read_bytes(places.work, result_key(shard)))
     out: dict[str, Ref] = {}
     placers = [RefPlacer(v, template.steps) for v in template.virtual_varying()]
     for i, f in enumerate(res.meta["files"]):
-        places = template.steps.places(f["pos"])
+        blocks = template.steps.places(f["pos"])
         for p in placers:
             name = p.v.name
-            refs = p.refs(f["key"], places, res.offsets[name][i], res.lengths[name][i])
+            refs = p.refs(f["key"], blocks, res.offsets[name][i], res.lengths[name][i])
             for idx, off, length in refs:
                 out[f"{name}/c/" + "/".join(map(str, idx))] = (f["key"], off, length)
     return out
 
 
-def static_chunks(spec: DatasetSpec, template: Template) -> dict[str, Ref]:
+def static_chunks(places: Places, template: Template) -> dict[str, Ref]:
     """Chunk key -> ref of the virtual variables written once, from the template file."""
     out: dict[str, Ref] = {}
     key = template.source_key
-    with open_h5(workarea.source_location(spec), key) as f:
+    with open_h5(places.source, key) as f:
         node = file_node(f, key, template.file_group)
         for v, grid, offsets, lengths in static_refs(node, template):
             for idx in np.ndindex(*grid):
@@ -294,7 +298,7 @@ def cube_refs(store: Any, names: list[str]) -> dict[str, tuple[str, int, int, in
 
 
 def check_refs(
-    spec: DatasetSpec,
+    places: Places,
     template: Template,
     shards: list[str],
     store: Any,
@@ -307,13 +311,12 @@ def check_refs(
     between files, shifted by a position, another byte range) and, if `complete` (the whole
     cube is validated), of a ref the plan does not place at all.
     """
-    src = workarea.source_location(spec)
-    expected = static_chunks(spec, template)
+    expected = static_chunks(places, template)
     for sid in shards:
-        expected |= expected_chunks(spec, template, sid)
+        expected |= expected_chunks(places, template, sid)
     names = [v.name for v in template.variables.values() if v.kind == "virtual"]
     found = cube_refs(store, names)
-    prefix = src.url
+    prefix = places.source.url
 
     def where(loc: str) -> str:
         return urllib.parse.unquote(loc.removeprefix(prefix)) if loc.startswith(prefix) else loc
@@ -342,21 +345,20 @@ def check_refs(
     return problems
 
 
-def missing_chunks(
-    spec: DatasetSpec, template: Template, shards: list[str], store: Any
-) -> list[str]:
+def missing_chunks(places: Places, template: Template, shards: list[str], store: Any) -> list[str]:
     """Chunks the scans found that the cube lacks, checked key by key (a big cube's sample)."""
     problems = []
     for sid in shards:
-        for key, (source, _, _) in expected_chunks(spec, template, sid).items():
+        for key, (source, _, _) in expected_chunks(places, template, sid).items():
             if not sync(store.exists(key)):
                 problems.append(f"{source}: chunk {key} is missing from the cube")
     return problems
 
 
-def check_inline(spec: DatasetSpec, template: Template, shards: list[str], store: Any) -> list[str]:
+def check_inline(places: Places, template: Template, shards: list[str], store: Any) -> list[str]:
     """Every inline value the scans of `shards` read against its place in the cube (stored
     values, NaN equal to NaN): a commit that lost or misplaced one is named with its file."""
+    spec = places.spec
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
     inline = [v for v in template.inline_varying() if v.name not in path_dims]
     if not inline or not shards:
@@ -366,7 +368,7 @@ def check_inline(spec: DatasetSpec, template: Template, shards: list[str], store
     }
     problems = []
     for sid in shards:
-        res = read_result(storage.read_bytes(workarea.work_location(spec), result_key(sid)))
+        res = read_result(storage.read_bytes(places.work, result_key(sid)))
         for i, f in enumerate(res.meta["files"]):
             region = file_region(spec, template, tuple(f["pos"]))
             for v in inline:
@@ -463,14 +465,14 @@ def validate_cube(
     small = n_files * max(len(template.virtual_varying()), 1) <= FULL_CHUNK_CHECK_LIMIT
     if small:  # every ref of the cube against the scans
         complete = not groups and not pending
-        problems += check_refs(spec, template, shards, session.store, complete=complete)
+        problems += check_refs(places, template, shards, session.store, complete=complete)
     else:  # a big cube: a deterministic sample of shards, checked key by key
         shards = sorted(random.Random(seed).sample(shards, min(len(shards), SAMPLED_SHARDS)))
-        problems += missing_chunks(spec, template, shards, session.store)
-    problems += check_inline(spec, template, shards, session.store)
-    files = [pf for sid in shards for pf in workarea.load_shard_files(spec, sid, plan)]
+        problems += missing_chunks(places, template, shards, session.store)
+    problems += check_inline(places, template, shards, session.store)
+    files = [pf for sid in shards for pf in workarea.load_shard_files(places.work, sid, plan)]
     sampled = _pick(files, samples, seed)
-    problems += compare_files(spec, template, cube, sampled, **RAW)
+    problems += compare_files(places, template, cube, sampled, **RAW)
     summary = {
         "step": "validate",
         "ok": not problems,

@@ -1,9 +1,10 @@
-"""Which key holds what in the work area, and where are the source and the work area?
+"""Which key holds what in the work area?
 
 Every object name the steps write between them (plan, shard lists, layout, template, scan
 results and errors, the fan-in marker) is made here, and so are the plan's and layout's reads
 and writes. The template and scan results are (de)serialized by `template` and `scan`, under
-the keys named here.
+the keys named here. The work area is the resolved `storage.Location` of the step's
+`places.Places` (resolved once there), passed in.
 """
 
 from __future__ import annotations
@@ -43,17 +44,10 @@ def scans_done_key(run_id: str) -> str:
     return f"fanin/{run_id}/scans-done"
 
 
-def work_location(spec: DatasetSpec) -> storage.Location:
-    return storage.resolve(spec.target.work_url, spec.target.storage)
-
-
-def source_location(spec: DatasetSpec) -> storage.Location:
-    return storage.resolve(spec.source.root, spec.source.storage)
-
-
-def write_plan(spec: DatasetSpec, plan: Plan, shard_files: dict[str, list[PlannedFile]]) -> None:
+def write_plan(
+    work: storage.Location, plan: Plan, shard_files: dict[str, list[PlannedFile]]
+) -> None:
     """Write the plan and the shard file lists to the work area."""
-    work = work_location(spec)
 
     def put(item: tuple[str, list[PlannedFile]]) -> None:
         payload = json.dumps([asdict(p) for p in item[1]], sort_keys=True).encode()
@@ -66,20 +60,20 @@ def write_plan(spec: DatasetSpec, plan: Plan, shard_files: dict[str, list[Planne
     storage.write_bytes(work, PLAN_KEY, plan.to_json())
 
 
-def save_layout(spec: DatasetSpec, layout: Layout) -> None:
-    storage.write_bytes(work_location(spec), LAYOUT_KEY, layout.to_json())
+def save_layout(work: storage.Location, layout: Layout) -> None:
+    storage.write_bytes(work, LAYOUT_KEY, layout.to_json())
 
 
-def load_layout(spec: DatasetSpec) -> Layout:
+def load_layout(work: storage.Location) -> Layout:
     try:
-        return Layout.from_json(storage.read_bytes(work_location(spec), LAYOUT_KEY))
+        return Layout.from_json(storage.read_bytes(work, LAYOUT_KEY))
     except FileNotFoundError:
-        raise PlanError(f"no layout in {spec.target.work_url}: run `vcube init` first") from None
+        raise PlanError(f"no layout in {work.url}: run `vcube init` first") from None
 
 
-def load_plan(spec: DatasetSpec) -> Plan:
+def load_plan(work: storage.Location, spec: DatasetSpec) -> Plan:
     try:
-        plan = Plan.from_json(storage.read_bytes(work_location(spec), PLAN_KEY))
+        plan = Plan.from_json(storage.read_bytes(work, PLAN_KEY))
     except FileNotFoundError:
         raise PlanError(f"no plan in {spec.target.work_url}: run `vcube plan` first") from None
     if plan.spec_digest != spec.digest():
@@ -87,10 +81,12 @@ def load_plan(spec: DatasetSpec) -> Plan:
     return plan
 
 
-def load_shard_files(spec: DatasetSpec, shard: str, plan: Plan | None = None) -> list[PlannedFile]:
+def load_shard_files(
+    work: storage.Location, shard: str, plan: Plan | None = None
+) -> list[PlannedFile]:
     """A shard's file list; with the plan, checked against the digest the plan recorded."""
     try:
-        raw = json.loads(storage.read_bytes(work_location(spec), shard_key(shard)))
+        raw = json.loads(storage.read_bytes(work, shard_key(shard)))
     except FileNotFoundError:
         raise PlanError(f"shard {shard!r} is not in the plan: run `vcube plan` first") from None
     files = [PlannedFile(**{**r, "pos": tuple(r["pos"])}) for r in raw]
@@ -102,13 +98,13 @@ def load_shard_files(spec: DatasetSpec, shard: str, plan: Plan | None = None) ->
     return files
 
 
-def template_file(spec: DatasetSpec, plan: Plan) -> PlannedFile:
+def template_file(work: storage.Location, spec: DatasetSpec, plan: Plan) -> PlannedFile:
     """The template: `cube.template` if set, else the first file of the cube."""
     if spec.cube.template:
         for sid in plan.shards:
-            for pf in load_shard_files(spec, sid):
+            for pf in load_shard_files(work, sid):
                 if pf.key == spec.cube.template:
                     return pf
         raise TemplateError(f"cube.template {spec.cube.template!r} is not a planned file")
     first = next(iter(plan.shards))
-    return load_shard_files(spec, first)[0]
+    return load_shard_files(work, first)[0]

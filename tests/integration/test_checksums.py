@@ -20,6 +20,7 @@ from tests.conftest import SMALL
 from tests.integration.test_s3_build import s3_spec
 from tests.support.s3server import S3Server
 from vcube import template, validate, workarea
+from vcube.places import Places
 from vcube.run_local import run_local
 from vcube.sample import write_sample_archive
 from vcube.spec import DatasetSpec
@@ -30,8 +31,8 @@ CHANGED = "the checksum of the object owning the virtual chunk has changed"
 
 def _read_file_region(spec: DatasetSpec, key: str) -> np.ndarray:
     """The values of VAR at `key`'s place, read through the cube (so through its ref)."""
-    plan = workarea.load_plan(spec)
-    tmpl = template.load_template(spec)
+    plan = workarea.load_plan(Places.of(spec).work, spec)
+    tmpl = template.load_template(Places.of(spec).work)
     pf = next(pf for pf in validate.planned_files(spec, plan) if pf.key == key)
     region = validate.file_region(spec, tmpl, pf.pos)
     with validate.open_cube(spec, **validate.RAW) as cube:

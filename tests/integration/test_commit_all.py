@@ -70,7 +70,7 @@ def _landed(spec: DatasetSpec, n: int) -> bool:
 
 
 def _scan_group(spec: DatasetSpec, group: str) -> None:
-    for sid in workarea.load_plan(spec).groups[group]:
+    for sid in workarea.load_plan(Places.of(spec).work, spec).groups[group]:
         steps.scan_step(spec, sid)
 
 
@@ -163,7 +163,7 @@ def test_incomplete_groups_fail_by_name_once_scans_are_over(
     spec_file, spec = make_spec(bad_root, name="bad")
     steps.plan_step(spec)
     steps.init_step(spec)
-    plan = workarea.load_plan(spec)
+    plan = workarea.load_plan(Places.of(spec).work, spec)
     for g in GROUPS:
         if g == "005":
             continue  # never scanned

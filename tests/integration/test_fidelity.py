@@ -217,8 +217,8 @@ def test_refusal_on_the_s3_build_path(
 
 def _compare_all(spec: DatasetSpec, *, group: str | None = None) -> int:
     """Every variable of every file against the cube, raw and decoded; returns files compared."""
-    plan = workarea.load_plan(spec)
-    tmpl = template.load_template(spec)
+    plan = workarea.load_plan(Places.of(spec).work, spec)
+    tmpl = template.load_template(Places.of(spec).work)
     files = validate.planned_files(spec, plan)
     for kwargs in (validate.RAW, {}):
         with validate.open_cube(spec, **kwargs) as c:
@@ -233,7 +233,7 @@ def test_variable_length_strings_are_inline_and_read_back(
     tmp_path: Path, variant: tuple[Path, dict[str, Any]]
 ) -> None:
     spec = _built(tmp_path, variant)
-    tmpl = template.load_template(spec)
+    tmpl = template.load_template(Places.of(spec).work)
     assert tmpl.variables["label"].kind == "inline"  # not listed: vlen strings are always inline
     assert tmpl.variables["station"].kind == "inline"
     assert _compare_all(spec) == 4
@@ -399,7 +399,7 @@ def test_unwritten_inline_values_read_as_missing_not_zero(
     with validate.open_cube(spec, **validate.RAW) as c:
         raw_hole = c.tas.sel(member="m01").isel(time=slice(12, 24)).values
         assert (raw_hole == np.float32(1e20)).all()
-    tmpl = template.load_template(spec)
+    tmpl = template.load_template(Places.of(spec).work)
     assert tmpl.variables["time"].zarr["fill_value"] == "NaN"  # the files say 0
 
 
@@ -436,9 +436,9 @@ def test_a_template_of_an_older_vcube_is_derived_again(
     del doc["format"]
     (work / workarea.TEMPLATE_KEY).write_text(json.dumps(doc))
     with pytest.raises(template.TemplateError, match="older vcube: run `vcube init` again"):
-        template.load_template(spec)
+        template.load_template(Places.of(spec).work)
     run_local(spec, workers=1, progress=False, samples=4)
-    assert template.load_template(spec).format == template.TEMPLATE_FORMAT
+    assert template.load_template(Places.of(spec).work).format == template.TEMPLATE_FORMAT
 
 
 @pytest.mark.parametrize(

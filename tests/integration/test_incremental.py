@@ -45,7 +45,7 @@ def test_spec_change_rebuilds_with_the_new_schema(
     assert dropped.target.repo == spec.target.repo
     summary = run_local(dropped, workers=1, progress=False, samples=1)
     assert summary["commits"] == 3  # init + both groups again
-    assert "CO3" not in template.load_template(dropped).variables
+    assert "CO3" not in template.load_template(Places.of(dropped).work).variables
     with validate.open_cube(dropped) as ds:
         assert "CO3" not in ds.variables
         assert "CO3_ALT_CO2" in ds.variables

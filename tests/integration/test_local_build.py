@@ -28,8 +28,8 @@ VCUBE = [sys.executable, "-m", "vcube.cli"]
 
 def _compare_every_file(spec: DatasetSpec, *, decode: bool) -> int:
     """Every variable of every file against the cube; returns how many files were compared."""
-    plan = workarea.load_plan(spec)
-    tmpl = template.load_template(spec)
+    plan = workarea.load_plan(Places.of(spec).work, spec)
+    tmpl = template.load_template(Places.of(spec).work)
     kwargs = {} if decode else {"decode_times": False}
     files = validate.planned_files(spec, plan)
     with validate.open_cube(spec, **kwargs) as cube_ds:

@@ -51,11 +51,11 @@ def test_racing_groups_over_different_steps_keep_every_value(
 
     steps.plan_step(spec, allow_missing=True)
     steps.init_step(spec)
-    plan = workarea.load_plan(spec)
+    plan = workarea.load_plan(Places.of(spec).work, spec)
     assert len(plan.missing) == len(dropped)
     for sid in plan.shards:
         steps.scan_step(spec, sid)
-    tmpl = template.load_template(spec)
+    tmpl = template.load_template(Places.of(spec).work)
 
     # 000 commits (in another thread) after 001's session has started and before 001 commits.
     raced: list[dict[str, Any]] = []

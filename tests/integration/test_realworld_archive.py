@@ -99,7 +99,7 @@ def _assert_reads_back(spec: DatasetSpec, files: dict[str, list[Path]]) -> None:
 def test_decadal_files_with_a_short_last_one(decadal) -> None:
     spec, files = decadal
     _assert_reads_back(spec, files)
-    tmpl = template.load_template(spec)
+    tmpl = template.load_template(Places.of(spec).work)
     assert tmpl.steps.total("time") == 120 + 120 + 60
     with validate.open_cube(spec, **RAW) as cube:
         # Contiguous tas: per-step chunks of gcd(120, 60) = 60; chunked pr as in the files.
@@ -112,14 +112,14 @@ def test_decadal_files_with_a_short_last_one(decadal) -> None:
 def test_daily_files_with_leap_years(daily) -> None:
     spec, files = daily
     _assert_reads_back(spec, files)
-    tmpl = template.load_template(spec)
+    tmpl = template.load_template(Places.of(spec).work)
     standard = "standard" in str(spec.target.repo)
     assert tmpl.steps.lengths("time") == ({365, 366} if standard else {365})
     assert tmpl.steps.total("time") == (366 + 365 if standard else 365 * 3)
     with validate.open_cube(spec, **RAW) as cube:
         assert cube.tas.encoding["chunks"] == ((1, 1, 3, 4) if standard else (1, 365, 3, 4))
         assert cube.pr.encoding["chunks"] == ((1, 1, 3, 4) if standard else (1, 73, 3, 4))
-    plan = workarea.load_plan(spec)
+    plan = workarea.load_plan(Places.of(spec).work, spec)
     assert plan.layout_shards == [next(iter(plan.shards))]
 
 

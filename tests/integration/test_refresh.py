@@ -44,15 +44,15 @@ def _commits_since(spec: DatasetSpec, tip: str) -> list[dict[str, Any]]:
 
 
 def _scan_bytes(spec: DatasetSpec) -> dict[str, bytes]:
-    work = workarea.work_location(spec)
+    work = Places.of(spec).work
     return {
         sid: storage.read_bytes(work, workarea.result_key(sid))
-        for sid in workarea.load_plan(spec).shards
+        for sid in workarea.load_plan(Places.of(spec).work, spec).shards
     }
 
 
 def _virtual_refs(spec: DatasetSpec) -> dict[str, tuple[str, int, int, int]]:
-    tmpl = template.load_template(spec)
+    tmpl = template.load_template(Places.of(spec).work)
     names = [v.name for v in tmpl.variables.values() if v.kind == "virtual"]
     store = Places.of(spec).repo().readonly_session(spec.target.branch).store
     return validate.cube_refs(store, names)
@@ -114,7 +114,7 @@ def test_reused_scans_are_the_bytes_of_a_clean_scan(tmp_path: Path) -> None:
     os.utime(replaced, (replaced.stat().st_atime, replaced.stat().st_mtime + 10))
     steps.plan_step(spec)
     init = steps.init_step(spec)  # scans the layout shard (with reuse) to learn the lengths
-    plan = workarea.load_plan(spec)
+    plan = workarea.load_plan(Places.of(spec).work, spec)
     assert init["files_scanned"] == 2 and plan.layout_shards == ["m00"]
     summaries = init["scans"] + [
         steps.scan_step(spec, sid) for sid in plan.shards if sid not in plan.layout_shards
@@ -123,7 +123,7 @@ def test_reused_scans_are_the_bytes_of_a_clean_scan(tmp_path: Path) -> None:
     reused = sum(s["files_reused"] for s in summaries)
     assert plan.n_files == 8 and (scanned, reused) == (5, 3)  # 2 new per member + the replaced
     reusing = _scan_bytes(spec)
-    work = workarea.work_location(spec)
+    work = Places.of(spec).work
     for sid in plan.shards:
         storage.delete(work, workarea.result_key(sid))
     clean = [steps.scan_step(spec, sid) for sid in plan.shards]
@@ -140,14 +140,14 @@ def test_reuse_needs_the_same_template(tmp_path: Path, sample_archive: Path, mak
     _, spec = make_spec(sample_archive)
     steps.plan_step(spec)
     steps.init_step(spec)
-    plan = workarea.load_plan(spec)
+    plan = workarea.load_plan(Places.of(spec).work, spec)
     sid = next(s for s in plan.shards if s not in plan.layout_shards)
     steps.scan_step(spec, sid)
-    work = workarea.work_location(spec)
+    work = Places.of(spec).work
     data = storage.read_bytes(work, workarea.result_key(sid))
-    tmpl = template.load_template(spec)
+    tmpl = template.load_template(Places.of(spec).work)
     assert len(scan.reusable_scans(data, tmpl, spec.cube.dim_names)) == plan.shards[sid]["files"]
-    other = template.load_template(spec)
+    other = template.load_template(Places.of(spec).work)
     other.variables.pop(next(v.name for v in other.virtual_varying()))
     assert other.digest != tmpl.digest
     assert scan.reusable_scans(data, other, spec.cube.dim_names) == {}
@@ -164,7 +164,7 @@ def test_scan_step_reports_files_scanned_as_outputs(tmp_path: Path, make_spec) -
     vcube = [sys.executable, "-m", "vcube.cli"]
     for verb in (["plan"], ["init"]):
         subprocess.run([*vcube, *verb, str(path)], check=True, capture_output=True)
-    plan = workarea.load_plan(spec)
+    plan = workarea.load_plan(Places.of(spec).work, spec)
     sid = next(s for s in plan.shards if s not in plan.layout_shards)  # init scanned those
     out = tmp_path / "outputs"
     r = subprocess.run(
@@ -202,7 +202,7 @@ def test_refresh_over_s3_reads_only_the_new_files(
         start = fp.stats.requests
         steps.plan_step(spec)
         init = steps.init_step(spec)
-        plan = workarea.load_plan(spec)
+        plan = workarea.load_plan(Places.of(spec).work, spec)
         scans = [steps.scan_step(spec, s) for s in plan.shards if s not in plan.layout_shards]
         assert init["files_scanned"] + sum(s["files_scanned"] for s in scans) == 4
         got = {

@@ -79,7 +79,7 @@ def _initialized(
         steps.plan_step(spec)
         steps.init_step(spec)
         if scan:
-            for sid in workarea.load_plan(spec).shards:
+            for sid in workarea.load_plan(Places.of(spec).work, spec).shards:
                 steps.scan_step(spec, sid)
         yield fp, path, spec
 
@@ -135,8 +135,8 @@ def test_build_puts_everything_in_the_right_bucket(s3_server: S3Server, built: B
 def test_files_read_back_through_the_virtual_container(built: Built) -> None:
     """Every variable of one file per group (the build's validate step sampled others)."""
     spec = built.spec
-    plan = workarea.load_plan(spec)
-    tmpl = template.load_template(spec)
+    plan = workarea.load_plan(Places.of(spec).work, spec)
+    tmpl = template.load_template(Places.of(spec).work)
     files = [validate.planned_files(spec, plan, [g])[-1] for g in plan.groups]
     before = len(built.proxy.stats.matching("GET", f"/{built.archive}/"))
     with validate.open_cube(spec, decode_times=False) as cube_ds:
@@ -191,8 +191,8 @@ def test_opening_snippet_reads_the_cube_in_a_fresh_interpreter(
     got = json.loads(r.stdout.strip().splitlines()[-1])
     # The same numbers from the original files on disk, placed by the plan.
     spec = built.spec
-    plan = workarea.load_plan(spec)
-    tmpl = template.load_template(spec)
+    plan = workarea.load_plan(Places.of(spec).work, spec)
+    tmpl = template.load_template(Places.of(spec).work)
     dims = ("polygon_id", "injection_date", "elapsed_time")
     shape = [d["length"] for d in plan.dims]
     expected = np.full(len(got), np.nan)
@@ -215,7 +215,7 @@ def test_scan_gets_per_file_within_budget(
 ) -> None:
     """Request accounting: GETs of source objects per scanned file, against a budget."""
     with _initialized(s3_server, s3_archive, tmp_path, lifetime=300) as (proxy, path, spec):
-        plan = workarea.load_plan(spec)
+        plan = workarea.load_plan(Places.of(spec).work, spec)
         proxy.reset_stats()
         files = 0
         for sid in plan.shards:
@@ -298,7 +298,10 @@ def test_racing_commits_on_one_branch(
         assert sorted(g for g in groups if g) == ["000", "001"]
         # validate_cube raises ValidationFailed on any problem; the summary says what it saw.
         res = validate.validate_cube(
-            spec, workarea.load_plan(spec), template.load_template(spec), samples=2
+            spec,
+            workarea.load_plan(Places.of(spec).work, spec),
+            template.load_template(Places.of(spec).work),
+            samples=2,
         )
         assert (res["groups"], res["committed"]) == (2, 2)
         assert res["files_checked_for_chunks"] == 12
@@ -319,13 +322,11 @@ def _assert_same_scans(a: DatasetSpec, b: DatasetSpec) -> None:
     Not the raw bytes: the results carry the spec's digest, and the two specs differ in their
     endpoint (two proxies), which is part of the source description.
     """
-    plans = workarea.load_plan(a), workarea.load_plan(b)
+    plans = workarea.load_plan(Places.of(a).work, a), workarea.load_plan(Places.of(b).work, b)
     assert sorted(plans[0].shards) == sorted(plans[1].shards)
     for sid in plans[0].shards:
         ra, rb = (
-            scan.read_result(
-                storage.read_bytes(workarea.work_location(s), workarea.result_key(sid))
-            )
+            scan.read_result(storage.read_bytes(Places.of(s).work, workarea.result_key(sid)))
             for s in (a, b)
         )
         assert ra.meta["files"] == rb.meta["files"]
@@ -435,9 +436,11 @@ def test_template_file_is_read_once(s3_server: S3Server, s3_archive: str, tmp_pa
     with FaultProxy("127.0.0.1", s3_server.port, lifetime=300) as fp:
         _, spec = s3_spec(tmp_path / "spec.yaml", fp.endpoint, s3_archive, cubes)
         steps.plan_step(spec)
-        key = workarea.template_file(spec, workarea.load_plan(spec)).key
+        key = workarea.template_file(
+            Places.of(spec).work, spec, workarea.load_plan(Places.of(spec).work, spec)
+        ).key
         fp.reset_stats()
-        template.derive_template(spec, key)
+        template.derive_template(Places.of(spec).source, spec, key)
         reads = fp.stats.matching(None, f"/{s3_archive}/data/{key}")
     fetched = sum(r.body_bytes for r in reads)
     distinct = _union_length((r.range[0], r.range[0] + r.body_bytes) for r in reads if r.range)

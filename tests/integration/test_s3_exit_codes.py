@@ -22,6 +22,7 @@ from tests.integration.test_s3_build import s3_spec
 from tests.support.faultproxy import FaultProxy
 from tests.support.s3server import S3Server
 from vcube import steps, storage, workarea
+from vcube.places import Places
 from vcube.spec import load_spec
 
 VCUBE = [sys.executable, "-m", "vcube.cli"]
@@ -79,7 +80,7 @@ def test_every_step_exits_3_when_the_server_is_gone(
         spec = load_spec(path)
         steps.plan_step(spec)
         steps.init_step(spec)
-        plan = workarea.load_plan(spec)
+        plan = workarea.load_plan(Places.of(spec).work, spec)
         for sid in plan.shards:
             steps.scan_step(spec, sid)
         for gid in plan.groups:
@@ -93,7 +94,7 @@ def test_every_step_exits_3_when_the_server_is_gone(
         )
         # A scan that must read its files again (its result is gone).
         last = sorted(plan.shards)[-1]
-        storage.delete(workarea.work_location(spec), workarea.result_key(last))
+        storage.delete(Places.of(spec).work, workarea.result_key(last))
         results |= _finish({"scan": _start("scan", str(path), "--shard", last)})
     wrong = {k: v for k, v in results.items() if v[0] != 3}
     assert not wrong, f"expected exit 3 (storage unreachable) from every step: {wrong}"
@@ -133,7 +134,7 @@ def test_a_file_that_is_not_hdf5_is_the_datas_fault_exit_1(
     for verb in ("plan", "init"):
         r = subprocess.run([*VCUBE, verb, str(path)], capture_output=True, text=True, check=False)
         assert r.returncode == 0, r.stderr
-    plan = workarea.load_plan(spec)
+    plan = workarea.load_plan(Places.of(spec).work, spec)
     _, polygon, month, *_ = broken.split("/")
     bad_shard = f"{polygon}-{month}"
     assert bad_shard in plan.shards

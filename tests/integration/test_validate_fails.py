@@ -69,8 +69,8 @@ def _set(store: Any, key: str, ref: tuple[str, int, int, int]) -> None:
 
 
 def _validate(spec: DatasetSpec, *, samples: int) -> list[str]:
-    plan = workarea.load_plan(spec)
-    tmpl = template.load_template(spec)
+    plan = workarea.load_plan(Places.of(spec).work, spec)
+    tmpl = template.load_template(Places.of(spec).work)
     with pytest.raises(validate.ValidationFailed) as err:
         validate.validate_cube(spec, plan, tmpl, samples=samples)
     return err.value.problems
@@ -83,9 +83,11 @@ def _has(problems: list[str], *parts: str) -> bool:
 def test_the_intact_copy_validates(good: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     """Control: the copy itself is fine, so each failure below comes from its damage."""
     _, spec = _copy_of(good, tmp_path)
-    plan = workarea.load_plan(spec)
+    plan = workarea.load_plan(Places.of(spec).work, spec)
     # validate_cube raises ValidationFailed on any problem; the summary says what it covered.
-    summary = validate.validate_cube(spec, plan, template.load_template(spec), samples=4)
+    summary = validate.validate_cube(
+        spec, plan, template.load_template(Places.of(spec).work), samples=4
+    )
     assert summary["committed"] == summary["groups"] == len(plan.groups)
     assert summary["files_compared"] == 4
 

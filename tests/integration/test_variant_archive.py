@@ -12,6 +12,7 @@ import pytest
 from tests.archives import variant_member, write_variant_archive
 from tests.conftest import write_spec
 from vcube import template, validate, workarea
+from vcube.places import Places
 from vcube.run_local import run_local
 
 
@@ -27,8 +28,8 @@ def variant(tmp_path_factory: pytest.TempPathFactory):
 @pytest.mark.parametrize("decode", [False, True])
 def test_every_variant_file_reads_back(variant, decode: bool) -> None:
     spec, files = variant
-    plan = workarea.load_plan(spec)
-    tmpl = template.load_template(spec)
+    plan = workarea.load_plan(Places.of(spec).work, spec)
+    tmpl = template.load_template(Places.of(spec).work)
     kwargs = {} if decode else validate.RAW
     compared = 0
     with validate.open_cube(spec, **kwargs) as cube:
@@ -56,7 +57,7 @@ def test_every_variant_file_reads_back(variant, decode: bool) -> None:
 
 def test_variant_layout(variant) -> None:
     spec, _ = variant
-    tmpl = template.load_template(spec)
+    tmpl = template.load_template(Places.of(spec).work)
     assert tmpl.blocks == {"member": 1, "time": 12}
     with validate.open_cube(spec) as cube:
         assert cube.sizes["member"] == 3
