@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -227,15 +228,26 @@ def _set_refs(
 def load_group_results(
     work: storage.Location, plan: Plan, template: Template, group: str
 ) -> list[ShardResult]:
-    out = []
-    for sid in plan.groups[group]:
+    """The group's shard results, checked against the current inputs; read in parallel (one
+    round trip to S3 instead of one per shard), returned in the plan's order."""
+
+    def read(sid: str) -> bytes | None:
         try:
-            res = read_result(storage.read_bytes(work, result_key(sid)))
+            return storage.read_bytes(work, result_key(sid))
         except FileNotFoundError:
+            return None
+
+    sids = plan.groups[group]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(sids), 16))) as pool:
+        data = list(pool.map(read, sids))
+    out = []
+    for sid, raw in zip(sids, data, strict=True):
+        if raw is None:
             raise CommitError(
                 f"group {group}: shard {sid} has not been scanned: "
                 f"run `vcube scan SPEC --shard {sid}`"
-            ) from None
+            )
+        res = read_result(raw)
         if res.meta.get("digest") != result_digest(plan.shards[sid]["digest"], template):
             raise CommitError(
                 f"group {group}: the scan of shard {sid} is stale (its files, the template or "
@@ -328,7 +340,6 @@ def _write_group(
     spec, src = places.spec, places.source
     virt = template.virtual_varying()
     n_files = sum(len(r.meta["files"]) for r in results)
-    refs = 0
     done_files = 0
     # One set_virtual_refs call per array for the whole group, each ref with its file's
     # checksum: a call per file and array costs ~5x more CPU (bench/results, section 3).
@@ -336,35 +347,47 @@ def _write_group(
     layout = template.steps
     placers = {v.name: RefPlacer(v, layout) for v in virt}
     for res in results:
-        for i, fmeta in enumerate(res.meta["files"]):
+        files = res.meta["files"]
+        wheres, urls, etags, mtimes = [], [], [], []
+        for fmeta in files:
             try:
                 layout.check_file(fmeta["key"], fmeta["pos"], fmeta["steps"])
             except PlanError as e:
                 raise CommitError(f"group {group}: {e}") from None
-            where = layout.places(fmeta["pos"])
-            url = src.url_of(fmeta["key"])
+            wheres.append(layout.places(fmeta["pos"]))
+            urls.append(src.url_of(fmeta["key"]))
             checksum = checksum_of(src, fmeta["etag"], fmeta["last_modified"])
-            etag = checksum if isinstance(checksum, str) else None
-            mtime = checksum if isinstance(checksum, datetime) else None
-            for v in virt:
-                out = specs[v.name]
-                for index, off, length in placers[v.name].refs(
-                    fmeta["key"], where, res.offsets[v.name][i], res.lengths[v.name][i]
+            etags.append(checksum if isinstance(checksum, str) else None)
+            mtimes.append(checksum if isinstance(checksum, datetime) else None)
+        for v in virt:
+            out = specs[v.name]
+            placer = placers[v.name]
+            fast = placer.one_chunk_refs(wheres, res.offsets[v.name], res.lengths[v.name])
+            if fast is not None:  # every file one chunk: its refs in one go
+                at, index, offs, lens = fast
+                out += [
+                    icechunk.VirtualChunkSpec(idx, urls[k], off, n, etags[k], mtimes[k])
+                    for k, idx, off, n in zip(at, index, offs, lens, strict=True)
+                ]
+                continue
+            for i, fmeta in enumerate(files):
+                for index1, off1, n1 in placer.refs(
+                    fmeta["key"], wheres[i], res.offsets[v.name][i], res.lengths[v.name][i]
                 ):
                     out.append(
                         icechunk.VirtualChunkSpec(
-                            index=index,
-                            location=url,
-                            offset=off,
-                            length=length,
-                            etag_checksum=etag,
-                            last_updated_at_checksum=mtime,
+                            index=index1,
+                            location=urls[i],
+                            offset=off1,
+                            length=n1,
+                            etag_checksum=etags[i],
+                            last_updated_at_checksum=mtimes[i],
                         )
                     )
-                    refs += 1
-            done_files += 1
-            if on_file:
-                on_file(done_files, n_files)
+        done_files += len(files)
+        if on_file:
+            on_file(done_files, n_files)
+    refs = sum(len(out) for out in specs.values())
     for v in virt:
         failed = store.set_virtual_refs(v.name, specs[v.name])
         if failed:
@@ -462,30 +485,8 @@ def _write_inline(
         if rewrite and spec.cube.commit_by in v.dims:
             new[...] = arr.metadata.fill_value
         written = np.zeros(new.shape, bool)
-        for res, i, p in files:
-            # The scans pad values to the shard's longest file: take this file's steps.
-            shape = [
-                p[d][1] if d in p else n for d, n in zip(v.file_dims, v.file_shape, strict=True)
-            ]
-            val = res.values[v.name][i][tuple(slice(0, n) for n in shape)]
-            by_dim = dict(zip(v.file_dims, shape, strict=True))
-            val = val.reshape([by_dim.get(d, 1) for d in v.dims])
-            sl = tuple(
-                slice(p[d][0] - starts[d], p[d][0] + p[d][1] - starts[d])
-                if d in starts
-                else slice(None)
-                for d in v.dims
-            )
-            prev, seen = new[sl], written[sl]
-            clash = seen & ~_equal(prev, val)
-            if clash.any():
-                raise CommitError(
-                    f"group {group}: files disagree on {v.name} at the same place "
-                    f"({res.meta['files'][i]['key']} has {val[clash].ravel()[:3]}, another file "
-                    f"{prev[clash].ravel()[:3]})"
-                )
-            new[sl] = val
-            written[sl] = True
+        if not _place_inline(v, files, starts, new, written):
+            _place_inline_per_file(v, files, starts, new, written, group)
         if spec.cube.commit_by not in v.dims:
             fill = arr.metadata.fill_value
             set_before = ~_equal(old, np.full_like(old, fill))
@@ -498,6 +499,99 @@ def _write_inline(
                 )
         if not np.array_equal(old, new, equal_nan=new.dtype.kind in "fc"):
             arr[region] = new
+
+
+def _place_inline(
+    v: VarSchema,
+    files: list[tuple[ShardResult, int, dict[str, tuple[int, int]]]],
+    starts: dict[str, int],
+    new: np.ndarray,
+    written: np.ndarray,
+) -> bool:
+    """`_place_inline_per_file` in numpy, all files at once: False (nothing written) if two
+    files disagree on a place, which the per-file version then reports by name.
+
+    Every file's values go to their flat places in the region, in file order; where several
+    files write one place (a coordinate every file of a group carries), each value must equal
+    the one written before it, and the last one stays: as one file after another would."""
+    places, values = [], []
+    # Files of one result with the same steps go together (usually all of a shard's).
+    batches: dict[tuple[int, tuple[int, ...], tuple[int, ...]], list[int]] = {}
+    for k, (res, _, p) in enumerate(files):
+        shape = tuple(
+            p[d][1] if d in p else n for d, n in zip(v.file_dims, v.file_shape, strict=True)
+        )
+        steps = tuple(p[d][1] for d in v.dims if d in starts)
+        batches.setdefault((id(res), shape, steps), []).append(k)
+    for (_, shape, _), ks in batches.items():
+        res, _, p0 = files[ks[0]]
+        rows = np.array([files[k][1] for k in ks])
+        sel: tuple[Any, ...] = (rows, *(slice(0, n) for n in shape))
+        val = res.values[v.name][sel]
+        by_dim = dict(zip(v.file_dims, shape, strict=True))
+        val = val.reshape([len(ks), *(by_dim.get(d, 1) for d in v.dims)])
+        index = []
+        for j, d in enumerate(v.dims):
+            lead = [1] * (len(v.dims) + 1)
+            n = p0[d][1] if d in starts else new.shape[j]  # the file's slice along d
+            if val.shape[j + 1] not in (1, n):
+                return False  # does not fit its place: the per-file version says how
+            lead[j + 1] = n
+            if d in starts:
+                lead[0] = len(ks)
+                first = np.array([files[k][2][d][0] - starts[d] for k in ks])
+                index.append((first[:, None] + np.arange(n)).reshape(lead))
+            else:
+                index.append(np.arange(n).reshape(lead))
+        flat = np.ravel_multi_index(np.broadcast_arrays(*index), new.shape)
+        places.append(flat.reshape(-1))
+        values.append(np.broadcast_to(val, flat.shape).reshape(-1))
+    at_all = np.concatenate(places)
+    val_all = np.concatenate(values)
+    order = np.argsort(at_all, kind="stable")  # per place, in file order
+    at_all, val_all = at_all[order], val_all[order]
+    cast = val_all.astype(new.dtype)  # what a place holds after each write
+    again = at_all[1:] == at_all[:-1]
+    if (again & ~_equal(cast[:-1], val_all[1:])).any():
+        return False
+    last = np.append(~again, True)
+    new.flat[at_all[last]] = cast[last]
+    written.flat[at_all] = True
+    return True
+
+
+def _place_inline_per_file(
+    v: VarSchema,
+    files: list[tuple[ShardResult, int, dict[str, tuple[int, int]]]],
+    starts: dict[str, int],
+    new: np.ndarray,
+    written: np.ndarray,
+    group: str,
+) -> None:
+    """Put each file's values of an inline variable at its place in the region (`new`), one
+    file after another; a file that disagrees with an earlier one at the same place fails."""
+    for res, i, p in files:
+        # The scans pad values to the shard's longest file: take this file's steps.
+        shape = [p[d][1] if d in p else n for d, n in zip(v.file_dims, v.file_shape, strict=True)]
+        val = res.values[v.name][i][tuple(slice(0, n) for n in shape)]
+        by_dim = dict(zip(v.file_dims, shape, strict=True))
+        val = val.reshape([by_dim.get(d, 1) for d in v.dims])
+        sl = tuple(
+            slice(p[d][0] - starts[d], p[d][0] + p[d][1] - starts[d])
+            if d in starts
+            else slice(None)
+            for d in v.dims
+        )
+        prev, seen = new[sl], written[sl]
+        clash = seen & ~_equal(prev, val)
+        if clash.any():
+            raise CommitError(
+                f"group {group}: files disagree on {v.name} at the same place "
+                f"({res.meta['files'][i]['key']} has {val[clash].ravel()[:3]}, another file "
+                f"{prev[clash].ravel()[:3]})"
+            )
+        new[sl] = val
+        written[sl] = True
 
 
 def _equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:

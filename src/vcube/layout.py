@@ -183,6 +183,35 @@ class RefPlacer:
             if n:
                 yield self._index(base, sub), o, n
 
+    def one_chunk_refs(
+        self,
+        places: list[dict[str, tuple[int, int]]],
+        offsets: np.ndarray,
+        lengths: np.ndarray,
+    ) -> tuple[list[int], list[list[int]], list[int], list[int]] | None:
+        """`refs` of many files at once when each file is one chunk (the common case, in numpy
+        rather than per file): (file of each ref, cube chunk index, byte offset, length), files
+        without the chunk left out. None if some file is not one chunk: use `refs` per file.
+        `offsets` and `lengths` hold the files' scanned refs, one file per row."""
+        if self.split or not self.one_chunk:
+            return None
+        if any(p[d][1] > c for p in places for d, c in self.concat_chunks):
+            return None
+        n = len(places)
+        index = np.zeros((n, len(self.base_terms)), np.int64)
+        for j, (d, c) in enumerate(self.base_terms):
+            if n and d in places[0]:
+                index[:, j] = [p[d][0] // c for p in places]
+        offs = offsets.reshape(n, -1)[:, 0]
+        lens = lengths.reshape(n, -1)[:, 0]
+        kept = np.flatnonzero(lens)
+        return (
+            kept.tolist(),
+            index[kept].tolist(),
+            offs[kept].tolist(),
+            lens[kept].tolist(),
+        )
+
     def _index(self, base: list[int], sub: tuple[int, ...]) -> list[int]:
         return [
             b + sub[self.file_axis[d]] if d in self.file_axis else b

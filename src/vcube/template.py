@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -66,7 +66,7 @@ class Template:
     layout: Layout | None = None
 
     def to_json(self) -> bytes:
-        raw = asdict(self)
+        raw = asdict(replace(self, layout=None))  # the layout (thousands of files) left out
         raw.pop("layout")
         return json.dumps(raw, indent=1, sort_keys=True).encode()
 
