@@ -471,16 +471,28 @@ def _write_inline(
     if not files:
         return
     path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
-    for v in template.inline_varying():
-        if v.name in path_dims:
-            continue  # written by init from the plan
+    todo = [v for v in template.inline_varying() if v.name not in path_dims]  # path: by init
+    for v in todo:
         if any(v.name not in r.values for r in results):
             raise CommitError(f"group {group}: the scans lack {v.name}: scan the group again")
-        arr = zarr.open_array(store, path=v.name, mode="r+")
+
+    def region_of(v: VarSchema) -> tuple[dict[str, int], tuple[slice, ...]]:
         starts = {d: min(p[d][0] for _, _, p in files) for d in v.varies}
         stops = {d: max(p[d][0] + p[d][1] for _, _, p in files) for d in v.varies}
-        region = tuple(slice(starts[d], stops[d]) if d in starts else slice(None) for d in v.dims)
-        old = np.asarray(arr[region])
+        return starts, tuple(
+            slice(starts[d], stops[d]) if d in starts else slice(None) for d in v.dims
+        )
+
+    def read(v: VarSchema) -> tuple[Any, np.ndarray]:
+        arr = zarr.open_array(store, path=v.name, mode="r+")
+        return arr, np.asarray(arr[region_of(v)[1]])
+
+    # The arrays' current regions are read all at once: each read waits for its manifest and
+    # chunk, so one after another they cost two round trips per array.
+    with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+        current = list(pool.map(read, todo))
+    for v, (arr, old) in zip(todo, current, strict=True):
+        starts, region = region_of(v)
         new = old.copy()
         if rewrite and spec.cube.commit_by in v.dims:
             new[...] = arr.metadata.fill_value
