@@ -344,6 +344,7 @@ def _write_group(
     # One set_virtual_refs call per array for the whole group, each ref with its file's
     # checksum: a call per file and array costs ~5x more CPU (bench/results, section 3).
     specs: dict[str, list[icechunk.VirtualChunkSpec]] = {v.name: [] for v in virt}
+    indices: dict[str, list[list[int]]] = {v.name: [] for v in virt}  # the specs' chunks
     layout = template.steps
     placers = {v.name: RefPlacer(v, layout) for v in virt}
     for res in results:
@@ -365,6 +366,7 @@ def _write_group(
             fast = placer.one_chunk_refs(wheres, res.offsets[v.name], res.lengths[v.name])
             if fast is not None:  # every file one chunk: its refs in one go
                 at, index, offs, lens = fast
+                indices[v.name] += index
                 out += [
                     icechunk.VirtualChunkSpec(idx, urls[k], off, n, etags[k], mtimes[k])
                     for k, idx, off, n in zip(at, index, offs, lens, strict=True)
@@ -374,6 +376,7 @@ def _write_group(
                 for index1, off1, n1 in placer.refs(
                     fmeta["key"], wheres[i], res.offsets[v.name][i], res.lengths[v.name][i]
                 ):
+                    indices[v.name].append(index1)
                     out.append(
                         icechunk.VirtualChunkSpec(
                             index=index1,
@@ -397,7 +400,7 @@ def _write_group(
                 f"chunks {failed[:5]}"
             )
     if rewrite:  # nothing of the old version may survive
-        _delete_stale_refs(spec, plan, template, store, results, specs)
+        _delete_stale_refs(spec, plan, template, store, results, indices)
     _write_inline(spec, plan, template, store, results, group, rewrite=rewrite)
     return n_files, refs
 
@@ -422,13 +425,13 @@ def _delete_stale_refs(
     template: Template,
     store: Any,
     results: list[ShardResult],
-    written: dict[str, list[icechunk.VirtualChunkSpec]],
+    written: dict[str, list[list[int]]],
 ) -> None:
-    """Delete the group's chunk refs that this commit does not set again (files gone since)."""
+    """Delete the group's chunk refs that this commit does not set again (files gone since):
+    `written` holds the chunk index of every ref set, per variable."""
     commit_dim = spec.cube.commit_by
     pos_commit = results[0].meta["files"][0]["pos"][spec.cube.dim_names.index(commit_dim)]
     for v in template.virtual_varying():
-        keep = {tuple(s.index) for s in written[v.name]}
         file_chunk = dict(zip(v.file_dims, cube_chunks(v, template.steps), strict=True))
         ranges = []
         shape = array_shape(v, plan, template)
@@ -439,12 +442,17 @@ def _delete_stale_refs(
                 ranges.append(range(pos_commit * per, (pos_commit + 1) * per))
             else:
                 ranges.append(range(n))
-        for idx in np.ndindex(*[len(r) for r in ranges]):
-            chunk = tuple(r[i] for r, i in zip(ranges, idx, strict=True))
-            if chunk not in keep:
-                key = f"{v.name}/c/" + "/".join(map(str, chunk))
-                if sync(store.exists(key)):
-                    sync(store.delete(key))
+        # The group's region of the chunk grid, marked where a ref is set again (in numpy:
+        # a group has tens of thousands of chunks); the others are looked up, in C order.
+        first = np.array([r.start for r in ranges], np.int64)
+        kept = np.zeros([len(r) for r in ranges], bool)
+        at = np.asarray(written[v.name], np.int64).reshape(-1, len(ranges)) - first
+        at = at[((at >= 0) & (at < kept.shape)).all(axis=1)]
+        kept[tuple(at.T)] = True
+        for rel in np.argwhere(~kept):
+            key = f"{v.name}/c/" + "/".join(str(int(i)) for i in first + rel)
+            if sync(store.exists(key)):
+                sync(store.delete(key))
 
 
 def _write_inline(
