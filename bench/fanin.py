@@ -175,13 +175,14 @@ def run_child(args: list[str], tmp: Path) -> tuple[str, dict[str, float]]:
 # --- child entry points -------------------------------------------------------------------------
 
 
-def _commit_loop(spec_path: str, groups: list[str]) -> list[dict[str, Any]]:
-    """Commit groups one after another in this process; per commit: wall, CPU, tries
-    (Icechunk's commit and rebase are wrapped to count them)."""
+def _commit_loop(places: Places, groups: list[str]) -> list[dict[str, Any]]:
+    """Commit groups one after another in this process as `vcube commit-all` does (one Places,
+    so one open Repository, the plan and the template read once, then `commit.commit_group`
+    per group); per commit: wall, CPU, tries (Icechunk's commit and rebase are wrapped to count
+    them)."""
     import icechunk
 
-    from vcube import spec as spec_mod
-    from vcube import steps
+    from vcube import workarea
 
     counts = {"commit_calls": 0, "conflicts": 0, "rebases": 0}
     orig_commit, orig_rebase = icechunk.Session.commit, icechunk.Session.rebase
@@ -200,14 +201,15 @@ def _commit_loop(spec_path: str, groups: list[str]) -> list[dict[str, Any]]:
 
     icechunk.Session.commit = counted_commit  # type: ignore[method-assign]
     icechunk.Session.rebase = counted_rebase  # type: ignore[method-assign]
-    sp = spec_mod.load_spec(spec_path)
+    plan = workarea.load_plan(places.work, places.spec)
+    tmpl = template.load_template(places.work)
     out = []
     for g in groups:
         before = dict(counts)
         c0, t0, w0 = time.process_time(), time.perf_counter(), time.monotonic()
         error = None
         try:
-            res = steps.commit_step(sp, g)
+            res = commit.commit_group(places, plan, tmpl, g)
         except Exception as e:  # a writer that gives up is a result, not a crash of the bench
             res, error = {}, f"{type(e).__name__}: {e}"[:300]
         out.append(
@@ -235,16 +237,16 @@ def child_main(argv: list[str]) -> None:
     ap.add_argument("--ready-dir", help="say ready here, then wait for the file `go`")
     a = ap.parse_args(argv)
     os.environ.setdefault("ICECHUNK_LOG", "error")
-    if a.ready_dir:
-        from vcube import spec as spec_mod
-        from vcube import steps  # noqa: F401 - imported before the start, like a running pod
+    from vcube import spec as spec_mod
 
-        Places.of(spec_mod.load_spec(a.spec)).repo()
+    places = Places.of(spec_mod.load_spec(a.spec))
+    if a.ready_dir:
+        places.repo()  # opened before the start, like a running pod
         ready = Path(a.ready_dir)
         (ready / str(os.getpid())).touch()
         while not (ready / "go").exists():
             time.sleep(0.01)
-    res = _commit_loop(a.spec, a.groups.split(","))
+    res = _commit_loop(places, a.groups.split(","))
     print(json.dumps(res))
 
 
@@ -289,6 +291,7 @@ def commit_cost(s: Setup, *, edge: int, upto: int, fill_direct: bool = False) ->
             recs = _requests(proxy, r["start"], r["end"])
             r["requests"] = len(recs)
             r["round_trips"] = round_trips(recs)
+            r["by_kind"] = _by_kind(recs)
         res["one_process"] = {"commits": loop, "rusage": ru, "through_proxy": not fill_direct}
     res["middle_wall_s"] = time.monotonic() - t0
     res["tip"] = _cli_series(path, last, proxy, tmp)

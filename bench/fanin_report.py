@@ -10,6 +10,8 @@ in the file):
 - `fanin-run1.json` (optional): an earlier run under the former rebase policy, whose history was
   committed through the latency proxy, so it shows the per-commit trend at 20 ms.
 - `fanin-roundtrips.json` (optional): a short run that counts sequential round trips per commit.
+- `fanin-commit-speedup-before.json`, `fanin-commit-speedup.json` (optional): the same short run
+  before and after the commit's profile-driven changes.
 """
 
 from __future__ import annotations
@@ -90,6 +92,45 @@ def _writers_rows(res: dict[str, Any]) -> list[str]:
             f"| {w['cpu_s_per_commit']:.2f} |"
         )
     return rows
+
+
+def speedup_lines(results: Path) -> list[str]:
+    """The commit before and after the profile (bench/results/profile_commit*.txt), both with
+    the long-lived loop committing as `vcube commit-all` does."""
+    before = _load(results / "fanin-commit-speedup-before.json")
+    after = _load(results / "fanin-commit-speedup.json")
+    if not (before and after and before.get("cost") and after.get("cost")):
+        return []
+
+    def loop(run: dict[str, Any], key: str) -> float:
+        return statistics.median(c[key] for c in run["cost"]["one_process"]["commits"])
+
+    n = len(after["cost"]["one_process"]["commits"])
+    return [
+        "",
+        "After profiling the commit at the tip (`profile_commit.txt`, before: "
+        "`profile_commit-before.txt`), with the long-lived loop committing as `vcube commit-all` "
+        f"does (one open Repository, plan and template read once): `{after['command']}`, the "
+        f"loop's {n} commits, medians, code {before['code']} (`fanin-commit-speedup-before.json`)"
+        f" -> {after['code']} (`fanin-commit-speedup.json`): CPU {loop(before, 'cpu_s'):.3f} -> "
+        f"{loop(after, 'cpu_s'):.3f} s, sequential round trips {loop(before, 'round_trips'):.0f}"
+        f" -> {loop(after, 'round_trips'):.0f}, requests {loop(before, 'requests'):.0f} -> "
+        f"{loop(after, 'requests'):.0f} per commit (1-minute load average "
+        f"{before['machine']['load_avg_1m_at_start']:.1f} and "
+        f"{after['machine']['load_avg_1m_at_start']:.1f} at the starts). The loop as measured "
+        "before (`steps.commit_step` per group: the Repository opened and the plan and template "
+        "read for every commit; `fanin-manifest-concurrency.json` above) made "
+        f"{_old_loop_round_trips(results)} round trips per commit.",
+    ]
+
+
+def _old_loop_round_trips(results: Path) -> str:
+    conc = _load(results / "fanin-manifest-concurrency.json")
+    if not conc or not conc.get("cost"):
+        return "?"
+    return (
+        f"{statistics.median(c['round_trips'] for c in conc['cost']['one_process']['commits']):.0f}"
+    )
 
 
 def section(results: Path) -> list[str]:
@@ -196,6 +237,7 @@ def section(results: Path) -> list[str]:
                 ]
                 if crt:
                     rts = crt  # the model below uses the committed configuration
+            out += speedup_lines(results)
             if rts:
                 cpu = statistics.median(c["cpu_s"] for c in loop)
                 cpu_from = "in the long-lived process of that run"

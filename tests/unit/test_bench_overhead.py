@@ -64,6 +64,8 @@ def _measured(**kw: float) -> atlas_model.Measured:
         "commit_cpu_first": 0.5,
         "commit_cpu_slope": 0.0,
         "commit_round_trips": 20,
+        "commit_source": "fanin-run1.json",
+        "rewrite_cpu_extra": 0.0,
         "requeue": "2s",
         "handoff": 1.0,
         "finish": 1.0,
