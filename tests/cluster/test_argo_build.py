@@ -151,12 +151,23 @@ def test_build_succeeds_survives_a_lost_scan_pod_and_never_overlaps_a_second_bui
     cluster: Any, kubectl: Any, archive: Path, reference: xr.Dataset
 ) -> None:
     """Done when 1, 2 and 6: two submits of one spec at once; the first loses a scan pod."""
-    # The sources behind 0.5 s of latency per request: a scan takes seconds, not a blink, so
-    # its pod can be deleted while the scan runs.
-    proxy = FaultProxy("127.0.0.1", cluster.s3.port, latency=0.5, lifetime=900).start()
+    # The sources behind 1 s of latency per request: a scan takes seconds, not a blink, so its
+    # pod can be deleted while the scan runs (the Prefetcher reads a file in one round trip).
+    proxy = FaultProxy("127.0.0.1", cluster.s3.port, latency=1.0, lifetime=900).start()
     case = make_case(cluster.s3, archive, "build", source_endpoint=proxy.endpoint)
-    first = submit(cluster.env, case.spec)
-    second = submit(cluster.env, case.spec)
+    submitted = [submit(cluster.env, case.spec), submit(cluster.env, case.spec)]
+
+    # Which of the two gets the cube's build mutex is the controller's choice, not the order of
+    # the submits: "first" is the one running while the other waits for the lock.
+    def holder_and_waiter() -> tuple[str, str] | None:
+        status = {n: get(kubectl, "workflow", n).get("status") or {} for n in submitted}
+        waits = {n: "lock" in (s.get("message") or "").lower() for n, s in status.items()}
+        for a, b in (submitted, submitted[::-1]):
+            if status[a].get("phase") == "Running" and not waits[a] and waits[b]:
+                return a, b
+        return None
+
+    first, second = wait_for("one build holding the lock, one waiting", holder_and_waiter, 120)
 
     # 2. A scan pod of the first build is deleted while its scan runs (a lost spot node).
     def live_scan() -> dict[str, Any] | None:
