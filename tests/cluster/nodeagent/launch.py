@@ -75,15 +75,15 @@ def mount_all(mounts, term, keep):
     mounts = sorted(mounts, key=lambda m: m["target"].rstrip("/").count("/"))
     keep = sorted({k.rstrip("/") for k in keep if k.rstrip("/")})
     keep = [k for k in keep if not any(o != k and _under(k, o) for o in keep)]
-    pins = {id(m): _pinned(m["source"]) for m in mounts}
+    pinned = [(m, _pinned(m["source"])) for m in mounts]
     kept = {k: _pinned(k) for k in keep if Path(k).exists()}
     term_pin = _pinned(term["source"]) if term else None
-    for m in mounts:
+    for m, pin in pinned:
         target = m["target"].rstrip("/") or "/"
-        bind(pins[id(m)], target, bool(m.get("read_only")))
-        for k, pin in kept.items():
+        bind(pin, target, bool(m.get("read_only")))
+        for k, kept_pin in kept.items():
             if k != target and _under(k, target):
-                bind(pin, k, False)
+                bind(kept_pin, k, False)
     return term_pin
 
 
