@@ -2,7 +2,7 @@
 fresh repo and deep into the history, and what concurrent writers on one branch achieve.
 
     python -m bench.fanin [--groups 690] [--files 720] [--edge 10] [--writers 1,5,25]
-                          [--writer-commits 100] [--out bench/results]
+                          [--writer-commits 100] [--again N] [--out bench/results]
 
 Everything runs against the local moto S3 server (tests/support/s3server.py) behind the latency
 proxy (tests/support/faultproxy.py, 20 ms before every request), which counts the requests.
@@ -13,7 +13,9 @@ proxy (tests/support/faultproxy.py, 20 ms before every request), which counts th
   and inline values: 720 files x 34 = 24,480 refs per group. The first and last `edge` groups
   are committed by `vcube commit` in a child process each (as an Argo pod does: wall time, CPU
   of all threads, peak RSS, S3 requests); the groups between them by one long-lived child process
-  (as a single committer would: per-commit wall, CPU and requests, the trend with history).
+  (as a single committer would: per-commit wall, CPU, resident memory and requests, the trend
+  with history). With `--again N`, that process then commits its first N groups again with
+  changed inputs, at the tip of the whole history: what each commit of a new month costs.
 - **Concurrent writers** (design b). For N writers, a fresh repo; N child processes each commit
   their own groups to the same branch with vcube's commit code (rebase on conflict as `main` does
   when this runs); commits per minute and rebase attempts are counted in each writer.
@@ -175,11 +177,14 @@ def run_child(args: list[str], tmp: Path) -> tuple[str, dict[str, float]]:
 # --- child entry points -------------------------------------------------------------------------
 
 
-def _commit_loop(places: Places, groups: list[str]) -> list[dict[str, Any]]:
+def _commit_loop(
+    places: Places, groups: list[str], again: list[str] | None = None
+) -> list[dict[str, Any]]:
     """Commit groups one after another in this process as `vcube commit-all` does (one Places,
     so one open Repository, the plan and the template read once, then `commit.commit_group`
-    per group); per commit: wall, CPU, tries (Icechunk's commit and rebase are wrapped to count
-    them)."""
+    per group); then the groups `again` a second time with changed inputs, as a new month
+    commits every group. Per commit: wall, CPU, resident memory after it, tries (Icechunk's
+    commit and rebase are wrapped to count them)."""
     import icechunk
 
     from vcube import workarea
@@ -204,7 +209,11 @@ def _commit_loop(places: Places, groups: list[str]) -> list[dict[str, Any]]:
     plan = workarea.load_plan(places.work, places.spec)
     tmpl = template.load_template(places.work)
     out = []
-    for g in groups:
+    digest = commit.inputs_digest
+    todo = [(g, False) for g in groups] + [(g, True) for g in again or []]
+    for g, rewrite in todo:
+        if rewrite:
+            commit.inputs_digest = lambda *a: digest(*a) + "-again"  # type: ignore[assignment]
         before = dict(counts)
         c0, t0, w0 = time.process_time(), time.perf_counter(), time.monotonic()
         error = None
@@ -222,11 +231,20 @@ def _commit_loop(places: Places, groups: list[str]) -> list[dict[str, Any]]:
                 "changed": res.get("changed"),
                 "refs": res.get("refs"),
                 "error": error,
+                "again": rewrite,
+                "rss_mb": _rss_mb(),
                 **{k: counts[k] - before[k] for k in counts},
             }
         )
         print(json.dumps(out[-1]), file=sys.stderr, flush=True)
     return out
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def child_main(argv: list[str]) -> None:
@@ -235,6 +253,7 @@ def child_main(argv: list[str]) -> None:
     ap.add_argument("spec")
     ap.add_argument("--groups", required=True)
     ap.add_argument("--ready-dir", help="say ready here, then wait for the file `go`")
+    ap.add_argument("--again", default="", help="then commit these again, inputs changed")
     a = ap.parse_args(argv)
     os.environ.setdefault("ICECHUNK_LOG", "error")
     from vcube import spec as spec_mod
@@ -246,7 +265,7 @@ def child_main(argv: list[str]) -> None:
         (ready / str(os.getpid())).touch()
         while not (ready / "go").exists():
             time.sleep(0.01)
-    res = _commit_loop(places, a.groups.split(","))
+    res = _commit_loop(places, a.groups.split(","), [g for g in a.again.split(",") if g])
     print(json.dumps(res))
 
 
@@ -275,7 +294,9 @@ class Setup:
         return direct, _write_spec(via, self.tmp / f"{label}.yaml")
 
 
-def commit_cost(s: Setup, *, edge: int, upto: int, fill_direct: bool = False) -> dict[str, Any]:
+def commit_cost(
+    s: Setup, *, edge: int, upto: int, fill_direct: bool = False, again: int = 0
+) -> dict[str, Any]:
     proxy, tmp = s.proxy, s.tmp
     direct, path = s.fresh_cube("cost")
     groups = list(s.plan.groups)[:upto]
@@ -285,7 +306,10 @@ def commit_cost(s: Setup, *, edge: int, upto: int, fill_direct: bool = False) ->
     t0 = time.monotonic()
     if middle:
         fill = path if not fill_direct else _write_spec(direct, tmp / "cost-direct.yaml")
-        out, ru = run_child(["loop", str(fill), "--groups", ",".join(middle)], tmp)
+        cmd = ["loop", str(fill), "--groups", ",".join(middle)]
+        if again:  # at the tip of the whole middle: what a new month's commits cost
+            cmd += ["--again", ",".join(middle[:again])]
+        out, ru = run_child(cmd, tmp)
         loop = json.loads(out.strip().splitlines()[-1])
         for r in loop:
             recs = _requests(proxy, r["start"], r["end"])
@@ -428,6 +452,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--writer-commits", type=int, default=100)
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument(
+        "--again",
+        type=int,
+        default=0,
+        help="the long-lived loop then commits its first N groups again (a new month)",
+    )
+    ap.add_argument(
         "--fill-direct",
         action="store_true",
         help="commit the history between the first and last edge groups without the proxy",
@@ -468,6 +498,7 @@ def main(argv: list[str] | None = None) -> None:
                         edge=args.edge,
                         upto=args.groups,
                         fill_direct=args.fill_direct,
+                        again=args.again,
                     )
     finally:
         results["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)

@@ -67,7 +67,8 @@ def build_history(base: Path, *, groups: int, files: int) -> None:
 # The parts of a commit, timed by CPU of the process: (label, module, attribute).
 PARTS = [
     ("history (branch ancestry)", "vcube.commit", "history"),
-    ("load_group_results (read + decode)", "vcube.commit", "load_group_results"),
+    ("build_group_refs (all)", "vcube.commit", "build_group_refs"),
+    ("  load_group_results (read + decode)", "vcube.commit", "load_group_results"),
     ("writable_session", "icechunk.repository", "Repository.writable_session"),
     ("_write_group (all)", "vcube.commit", "_write_group"),
     ("  set_virtual_refs (Icechunk)", "icechunk.store", "IcechunkStore.set_virtual_refs"),
@@ -110,11 +111,15 @@ class PartTimer:
 
     def parts(self, total: float) -> dict[str, float]:
         out: dict[str, float] = {}
-        for label, v in self.cpu.items():
+        c = self.cpu
+        for label, v in c.items():
             out[label] = v
+            if label == "  load_group_results (read + decode)":
+                out["  refs built in Python (the rest)"] = c["build_group_refs (all)"] - v
             if label == "  _delete_stale_refs":
-                inner = sum(v for k, v in self.cpu.items() if k.startswith("  "))
-                out["  refs built in Python (the rest)"] = self.cpu["_write_group (all)"] - inner
+                parts = ("  set_virtual_refs (Icechunk)", "  _write_inline", label)
+                inner = sum(c[k] for k in parts)
+                out["  the rest of _write_group"] = c["_write_group (all)"] - inner
         top = sum(v for k, v in out.items() if not k.startswith(" "))
         out["rest (digests, checks, Python around)"] = total - top
         return out
@@ -216,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{' / '.join(f'{c:.3f}' for c in cpu)} s (median {common.median(cpu):.3f}), wall "
         f"{' / '.join(f'{r["wall_s"]:.2f}' for r in runs)} s; load average (1 min) "
         f"{load0:.1f} before, {load1:.1f} after, on 2 shared cores.\n"
-        f"# CPU per part (median of the {len(runs)} runs; indented: inside _write_group):\n"
+        f"# CPU per part (median of the {len(runs)} runs; indented: inside the one above):\n"
         f"{table}\n#\n# pyinstrument (wall time, so inflated by the load) of one more run:\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)

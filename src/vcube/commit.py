@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,7 +37,7 @@ from vcube.layout import (
 )
 from vcube.places import Places
 from vcube.plan import Plan, PlanError
-from vcube.repo import META_KIND, history, inputs_digest
+from vcube.repo import META_KIND, history, inputs_digest, save_reader_config
 from vcube.scan import ShardResult, read_result, result_digest
 from vcube.spec import DatasetSpec
 from vcube.template import Template, VarSchema
@@ -147,7 +148,7 @@ def init_cube(places: Places, plan: Plan, template: Template, template_file: Any
         _write_static(spec, template, store, src, template_file)
         # Readers open the repo with the stored config: it must hold the virtual chunk
         # container even if a crash hit between creating the repo and this first commit.
-        repo.save_config()
+        save_reader_config(spec, places.source, places.target)
     if not session.has_uncommitted_changes:
         return {"step": "init", "changed": False, "seconds": round(time.perf_counter() - t0, 3)}
     snap = session.commit(
@@ -264,8 +265,12 @@ def commit_group(
     group: str,
     *,
     on_file: Callable[[int, int], None] | None = None,
+    prepared: Future[GroupRefs] | None = None,
 ) -> dict[str, Any]:
     """Write one group's region (chunk refs and inline values) and commit it once.
+
+    `prepared`: the group's refs being built ahead (`commit_groups`), used instead of
+    building them here.
 
     When another writer commits first, the session is rebased only if the two commits touch
     no common chunk or metadata; otherwise the group's write is redone on the new tip, so the
@@ -282,7 +287,7 @@ def commit_group(
     digest = inputs_digest(plan, template, group)
     spec = places.spec
     repo = places.repo()
-    results: list[ShardResult] | None = None
+    refs_of: GroupRefs | None = None
     tries = 0
     while tries < COMMIT_TRIES:
         hist = history(repo, spec.target.branch)
@@ -291,13 +296,16 @@ def commit_group(
         done = hist.groups.get(group)
         if done is not None and done.metadata.get("inputs") == digest:
             return _commit_summary(group, False, done.id, plan.group_files(group), 0, t0)
-        if results is None:
-            results = load_group_results(places.work, plan, template, group)
+        if refs_of is None:
+            refs_of = (
+                prepared.result()
+                if prepared is not None
+                else build_group_refs(places, plan, template, group, on_file)
+            )
         session = repo.writable_session(spec.target.branch)
         n_files, refs = _write_group(
-            places, plan, template, session.store, results, group, done is not None, on_file
+            places, plan, template, session.store, refs_of, done is not None
         )
-        on_file = None  # progress is reported for the first write only
         metadata = {
             META_KIND: "group",
             "group": group,
@@ -326,18 +334,57 @@ def commit_group(
     raise CommitError(f"group {group}: still conflicting after {COMMIT_TRIES} tries")
 
 
-def _write_group(
+def commit_groups(
+    places: Places, plan: Plan, template: Template, groups: list[str]
+) -> Iterator[tuple[str, dict[str, Any] | None, Exception | None]]:
+    """Commit `groups` in order, one `commit_group` each, yielding (group, summary, None) or
+    (group, None, the error) per group; stop iterating to stop.
+
+    While one group's commit waits on Icechunk (its Rust code runs without the GIL) and on S3,
+    the next group's shard results are read and its refs built in a second thread: the
+    committer of a new month commits every group back to back, and this is the part of a
+    commit that does not need the repository.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vcube-prepare") as pool:
+
+        def ahead(i: int) -> Future[GroupRefs] | None:
+            if i >= len(groups):
+                return None
+            return pool.submit(build_group_refs, places, plan, template, groups[i])
+
+        nxt = ahead(0)
+        for i, g in enumerate(groups):
+            cur, nxt = nxt, ahead(i + 1)
+            try:
+                res = commit_group(places, plan, template, g, prepared=cur)
+            except Exception as e:  # the caller decides which errors end the run
+                yield g, None, e
+                continue
+            yield g, res, None
+
+
+@dataclass(frozen=True)
+class GroupRefs:
+    """A group's shard results and the chunk refs made from them: all a commit writes that
+    does not depend on the repository, so it can be built before the commit starts."""
+
+    group: str
+    results: list[ShardResult]
+    n_files: int
+    specs: dict[str, list[icechunk.VirtualChunkSpec]]  # per virtual array
+    indices: dict[str, list[list[int]]]  # the specs' chunks, per virtual array
+
+
+def build_group_refs(
     places: Places,
     plan: Plan,
     template: Template,
-    store: Any,
-    results: list[ShardResult],
     group: str,
-    rewrite: bool,
-    on_file: Callable[[int, int], None] | None,
-) -> tuple[int, int]:
-    """Write a group's chunk refs and inline values into a session; returns (files, refs)."""
-    spec, src = places.spec, places.source
+    on_file: Callable[[int, int], None] | None = None,
+) -> GroupRefs:
+    """Read a group's shard results and place every file's chunk refs in the cube."""
+    results = load_group_results(places.work, plan, template, group)
+    src = places.source
     virt = template.virtual_varying()
     n_files = sum(len(r.meta["files"]) for r in results)
     done_files = 0
@@ -390,8 +437,21 @@ def _write_group(
         done_files += len(files)
         if on_file:
             on_file(done_files, n_files)
+    return GroupRefs(group, results, n_files, specs, indices)
+
+
+def _write_group(
+    places: Places,
+    plan: Plan,
+    template: Template,
+    store: Any,
+    built: GroupRefs,
+    rewrite: bool,
+) -> tuple[int, int]:
+    """Write a group's chunk refs and inline values into a session; returns (files, refs)."""
+    spec, specs, results = places.spec, built.specs, built.results
     refs = sum(len(out) for out in specs.values())
-    for v in virt:
+    for v in template.virtual_varying():
         failed = store.set_virtual_refs(v.name, specs[v.name])
         if failed:
             bad = {tuple(s.index): s.location for s in specs[v.name]}
@@ -400,9 +460,9 @@ def _write_group(
                 f"chunks {failed[:5]}"
             )
     if rewrite:  # nothing of the old version may survive
-        _delete_stale_refs(spec, plan, template, store, results, indices)
-    _write_inline(spec, plan, template, store, results, group, rewrite=rewrite)
-    return n_files, refs
+        _delete_stale_refs(spec, plan, template, store, results, built.indices)
+    _write_inline(spec, plan, template, store, results, built.group, rewrite=rewrite)
+    return built.n_files, refs
 
 
 def _commit_summary(

@@ -21,6 +21,13 @@ from vcube.template import Template
 
 META_KIND = "vcube"
 MANIFEST_CONCURRENCY = 16
+# Icechunk's caches in vcube's own processes. Its defaults (15 M chunk refs, 500 k snapshot
+# nodes) keep every manifest a long-lived committer writes, and every snapshot: 3.7 GB after the
+# atlas's 690 group commits, over the committer pod's 3 Gi limit; with these, ~0.4 GB flat
+# (bench/results/README.md, "Committer memory"). A commit needs its own group's manifests
+# (24,480 refs at atlas size) and the tip's snapshot, not the others'.
+CACHED_CHUNK_REFS = 1_000_000
+CACHED_SNAPSHOT_NODES = 1_000
 
 
 def repo_config(spec: DatasetSpec, source: storage.Location) -> icechunk.RepositoryConfig:
@@ -60,6 +67,29 @@ def repo_config(spec: DatasetSpec, source: storage.Location) -> icechunk.Reposit
     return cfg
 
 
+def _bounded(cfg: icechunk.RepositoryConfig) -> icechunk.RepositoryConfig:
+    """`cfg` with vcube's cache bounds; kept out of the config saved in the repository, so
+    readers (xarray users) keep Icechunk's defaults."""
+    cfg.caching = icechunk.CachingConfig(
+        num_chunk_refs=CACHED_CHUNK_REFS, num_snapshot_nodes=CACHED_SNAPSHOT_NODES
+    )
+    return cfg
+
+
+def save_reader_config(
+    spec: DatasetSpec, source: storage.Location, target: storage.Location
+) -> None:
+    """Save the config readers open the repository with: vcube's, without its cache bounds."""
+    try:
+        icechunk.Repository.open(
+            storage.icechunk_storage(target),
+            config=repo_config(spec, source),
+            authorize_virtual_chunk_access=storage.virtual_chunk_credentials(source),
+        ).save_config()
+    except icechunk.IcechunkError as e:
+        raise storage.StorageError(f"cannot save the config of {target.url}: {e}") from None
+
+
 def open_repo(
     spec: DatasetSpec,
     source: storage.Location,
@@ -75,7 +105,9 @@ def open_repo(
     try:
         if icechunk.Repository.exists(st):
             return icechunk.Repository.open(
-                st, config=repo_config(spec, source), authorize_virtual_chunk_access=creds
+                st,
+                config=_bounded(repo_config(spec, source)),
+                authorize_virtual_chunk_access=creds,
             )
         if not create:
             raise CommitError(f"no Icechunk repo at {target.url}: run `vcube init` first")
@@ -83,7 +115,7 @@ def open_repo(
             st, config=repo_config(spec, source), authorize_virtual_chunk_access=creds
         )
         repo.save_config()
-        return repo
+        return repo.reopen(config=_bounded(repo_config(spec, source)))
     except icechunk.IcechunkError as e:
         raise storage.StorageError(f"cannot open the Icechunk repo {target.url}: {e}") from None
 

@@ -257,14 +257,16 @@ def commit_all_step(
         ready = [g for g in todo if all(s in scanned for s in plan.groups[g])]
         for g in ready:
             todo.remove(g)
-            try:
-                res = commit.commit_group(places, plan, tmpl, g)
-            except (CommitError, template.TemplateError, scan.ScanError) as e:
-                if e.__cause__ is not None:  # maybe the store's fault: the step's retry decides
-                    raise
-                failed[g] = storage.first_line(e)
+        # Back to back; the next group's refs are built while one commits (commit_groups).
+        for g, res, err in commit.commit_groups(places, plan, tmpl, ready):
+            if err is not None:
+                ours = isinstance(err, (CommitError, template.TemplateError, scan.ScanError))
+                if not ours or err.__cause__ is not None:  # maybe the store's: the retry decides
+                    raise err
+                failed[g] = storage.first_line(err)
                 log.error("commit-all: group %s not committed: %s", g, failed[g])
                 continue
+            assert res is not None
             changed += int(bool(res["changed"]))
             refs += int(res.get("refs", 0))
             done += 1

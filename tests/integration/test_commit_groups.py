@@ -1,0 +1,86 @@
+"""Committing groups back to back (`commit.commit_groups`, what `vcube commit-all` runs): the next
+group's refs are built in a second thread while one commits. Its errors still belong to its
+own group, and the repository vcube opens has bounded caches that readers do not inherit.
+Real netCDF4 files, a real local Icechunk repo."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import icechunk
+import pytest
+
+from vcube import commit, repo, steps, template, workarea
+from vcube.layout import CommitError
+from vcube.places import Places
+from vcube.sample import write_sample_archive
+from vcube.spec import DatasetSpec
+
+
+@pytest.fixture
+def scanned(
+    tmp_path: Path, make_spec: Callable[..., tuple[Path, DatasetSpec]]
+) -> tuple[DatasetSpec, Places]:
+    root = tmp_path / "archive"
+    write_sample_archive(root, polygons=3, dates=2, months=2, grid=(6, 5), levels=2)
+    _, spec = make_spec(root)
+    steps.plan_step(spec)
+    steps.init_step(spec)
+    places = Places.of(spec)
+    for sid in workarea.load_plan(places.work, spec).shards:
+        steps.scan_step(spec, sid)
+    return spec, places
+
+
+def test_groups_commit_in_order_and_an_error_stays_with_its_group(
+    scanned: tuple[DatasetSpec, Places], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """001's result is gone: the build of its refs (ahead, in the other thread) fails, and the
+    error is yielded for 001, after 000 committed; 002 is still committed after it."""
+    spec, places = scanned
+    plan = workarea.load_plan(places.work, spec)
+    tmpl = template.load_template(places.work)
+    gone = plan.groups["001"][0]
+    Path(places.work.local_path, workarea.result_key(gone)).unlink()  # type: ignore[arg-type]
+    built_in: dict[str, str] = {}
+    build = commit.build_group_refs
+
+    def recording(*a: Any, **k: Any) -> commit.GroupRefs:
+        built_in[a[3]] = threading.current_thread().name
+        return build(*a, **k)
+
+    monkeypatch.setattr(commit, "build_group_refs", recording)
+    out = list(commit.commit_groups(places, plan, tmpl, ["000", "001", "002"]))
+
+    assert [g for g, _, _ in out] == ["000", "001", "002"]
+    assert out[0][1] is not None and out[0][1]["changed"] and out[0][2] is None
+    assert isinstance(out[1][2], CommitError) and out[1][1] is None
+    assert f"shard {gone} has not been scanned" in str(out[1][2])
+    assert out[2][1] is not None and out[2][1]["changed"]
+    # Every group's refs were built ahead, never in the committing thread.
+    assert set(built_in) == {"000", "001", "002"}
+    assert all(name.startswith("vcube-prepare") for name in built_in.values()), built_in
+    hist = repo.history(places.repo(), spec.target.branch)
+    assert sorted(hist.groups) == ["000", "002"]
+
+
+def test_vcube_bounds_icechunk_caches_but_does_not_save_the_bounds(
+    scanned: tuple[DatasetSpec, Places],
+) -> None:
+    """The committer's memory stays flat over a long history only with bounded caches
+    (bench/results/README.md, "Committer memory"); xarray users open the repository with its
+    saved config, which keeps Icechunk's defaults."""
+    spec, places = scanned
+    caching = places.repo().config.caching
+    assert caching is not None
+    assert caching.num_chunk_refs == repo.CACHED_CHUNK_REFS
+    assert caching.num_snapshot_nodes == repo.CACHED_SNAPSHOT_NODES
+    saved = icechunk.Repository.fetch_config(icechunk.local_filesystem_storage(spec.target.repo))
+    assert saved is not None
+    assert saved.caching is None or (
+        saved.caching.num_chunk_refs != repo.CACHED_CHUNK_REFS
+        and saved.caching.num_snapshot_nodes != repo.CACHED_SNAPSHOT_NODES
+    )
