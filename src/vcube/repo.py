@@ -115,7 +115,11 @@ def open_repo(
             st, config=repo_config(spec, source), authorize_virtual_chunk_access=creds
         )
         repo.save_config()
-        return repo.reopen(config=_bounded(repo_config(spec, source)))
+        # Opened again rather than `reopen`ed: a reopened Repository kept the unbounded caches
+        # (the committer's memory grew as with Icechunk's defaults, bench.committer_memory).
+        return icechunk.Repository.open(
+            st, config=_bounded(repo_config(spec, source)), authorize_virtual_chunk_access=creds
+        )
     except icechunk.IcechunkError as e:
         raise storage.StorageError(f"cannot open the Icechunk repo {target.url}: {e}") from None
 

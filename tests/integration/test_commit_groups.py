@@ -13,7 +13,10 @@ from typing import Any
 import icechunk
 import pytest
 
-from vcube import commit, repo, steps, template, workarea
+from tests.integration.test_s3_build import s3_spec
+from tests.support.faultproxy import FaultProxy
+from tests.support.s3server import S3Server
+from vcube import commit, repo, steps, storage, template, workarea
 from vcube.layout import CommitError
 from vcube.places import Places
 from vcube.sample import write_sample_archive
@@ -67,20 +70,42 @@ def test_groups_commit_in_order_and_an_error_stays_with_its_group(
     assert sorted(hist.groups) == ["000", "002"]
 
 
-def test_vcube_bounds_icechunk_caches_but_does_not_save_the_bounds(
-    scanned: tuple[DatasetSpec, Places],
+@pytest.mark.parametrize(("cached_refs", "reads_back"), [(1, True), (15_000_000, False)])
+def test_the_committer_runs_with_the_bounded_cache(
+    s3_server: S3Server,
+    make_bucket: Callable[[str], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cached_refs: int,
+    reads_back: bool,
 ) -> None:
-    """The committer's memory stays flat over a long history only with bounded caches
-    (bench/results/README.md, "Committer memory"); xarray users open the repository with its
-    saved config, which keeps Icechunk's defaults."""
-    spec, places = scanned
-    caching = places.repo().config.caching
-    assert caching is not None
-    assert caching.num_chunk_refs == repo.CACHED_CHUNK_REFS
-    assert caching.num_snapshot_nodes == repo.CACHED_SNAPSHOT_NODES
-    saved = icechunk.Repository.fetch_config(icechunk.local_filesystem_storage(spec.target.repo))
-    assert saved is not None
-    assert saved.caching is None or (
-        saved.caching.num_chunk_refs != repo.CACHED_CHUNK_REFS
-        and saved.caching.num_snapshot_nodes != repo.CACHED_SNAPSHOT_NODES
-    )
+    """The bound must be the one in effect, not only in the config: committing group 000 again
+    re-reads its manifests from S3 once the chunk-ref cache cannot hold them (bounded to 1 ref
+    here), and not with Icechunk's default. One Places from init on, as a local build runs (the
+    repository created, then committed to by the same process: a `reopen`ed Repository kept
+    the unbounded cache). The saved config, which xarray users open, has no bound."""
+    monkeypatch.setattr(repo, "CACHED_CHUNK_REFS", cached_refs)
+    root = tmp_path / "archive"
+    write_sample_archive(root, polygons=2, dates=1, months=2, grid=(6, 5), levels=2)
+    archive, cubes = make_bucket("archive"), make_bucket("cubes")
+    s3_server.upload_dir(root, archive, "data")
+    with FaultProxy("127.0.0.1", s3_server.port) as proxy:
+        _, spec = s3_spec(tmp_path / "spec.yaml", proxy.endpoint, archive, cubes)
+        places = Places.of(spec)
+        steps.plan_step(places)
+        steps.init_step(places)
+        plan = workarea.load_plan(places.work, spec)
+        for sid in plan.shards:
+            steps.scan_step(places, sid)
+        tmpl = template.load_template(places.work)
+        assert commit.commit_group(places, plan, tmpl, "000")["changed"]
+        digest = commit.inputs_digest
+        monkeypatch.setattr(commit, "inputs_digest", lambda *a: digest(*a) + "-again")
+        n0 = len(proxy.stats.records)
+        assert commit.commit_group(places, plan, tmpl, "000")["changed"]
+        recs = proxy.stats.records[n0:]
+        got = [r for r in recs if r.method == "GET" and "/manifests/" in r.target]
+        assert bool(got) == reads_back, got
+        saved = icechunk.Repository.fetch_config(storage.icechunk_storage(places.target))
+        assert saved is not None
+        assert saved.caching is None or saved.caching.num_chunk_refs != cached_refs
