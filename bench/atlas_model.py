@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from bench import fanin_report
 from bench.common import RESULTS, ROOT
 
 GROUPS, SHARDS_PER_GROUP, FILES_PER_SHARD = 690, 4, 180
@@ -69,7 +70,12 @@ ASSUMPTIONS: dict[str, tuple[float, str]] = {
         "commit-all's poll interval (`--poll 5`): an idle committer sees a complete "
         "group after half of it on average",
     ),
-    "history_round_trips": (690, "plan reads the branch history: one snapshot per commit"),
+    "history_round_trips": (
+        2,
+        "plan reads the branch history: Icechunk's repository info object lists every "
+        "snapshot with its metadata (the commits of `fanin-tip.json` read the history with "
+        "GETs of it only, no snapshot), a new one every 1,000 updates, so 1,380 commits span 2",
+    ),
     "validate_work": (
         60.0,
         "validate at atlas scale, not measured: history, 20 shards' chunk "
@@ -83,7 +89,8 @@ ASSUMPTIONS: dict[str, tuple[float, str]] = {
     "rewrite_round_trips": (
         3,
         "a group committed again (each group, in a new month) first reads back the manifests it "
-        "replaces: ~35 of them, 16 at a time (repo.MANIFEST_CONCURRENCY); not counted on S3",
+        "replaces: ~35 of them, 16 at a time (repo.MANIFEST_CONCURRENCY); used only without "
+        "`fanin-tip.json`, which counts them",
     ),
     "shard_io_round_trips": (
         6,
@@ -112,6 +119,8 @@ class Measured:
     commit_round_trips: float  # p50 in one process (COMMIT_NOW, else manifest-concurrency)
     commit_source: str  # the results file commit_cpu_first and commit_round_trips come from
     rewrite_cpu_extra: float  # profile_commit{_rewrite,}.json: a group again less a new one
+    rewrite_round_trips: float  # fanin-tip.json if there, else the assumption
+    tip: dict[str, Any] | None  # fanin_report.tip_stats of fanin-tip.json
     requeue: str  # argo-overhead.json at the chart's DEFAULT_REQUEUE_TIME
     handoff: float  # pod Succeeded -> next pod created (the controller noticing + creating)
     finish: float  # pod Running -> Succeeded for `sh -c true` (argoexec wait, log upload)
@@ -133,6 +142,7 @@ def chart_controller() -> dict[str, Any]:
 # long-lived loop commits as `vcube commit-all` does. Its commits sit on a short history, so
 # the growth with the history is still taken from fanin-run1.json's 670 commits.
 COMMIT_NOW = "fanin-commit-speedup.json"
+TIP = fanin_report.TIP  # the commit measured at the tip of a whole atlas over S3, if there
 
 
 def load(results: Path, requeue: str | None = None) -> Measured:
@@ -166,6 +176,17 @@ def load(results: Path, requeue: str | None = None) -> Measured:
             for n in ("profile_commit.json", "profile_commit_rewrite.json")
         )
         rewrite_extra = max(0.0, again_cpu - new_cpu)
+    rewrite_trips = a("rewrite_round_trips")
+    tip = None
+    if (results / TIP).exists():
+        # Measured at the tip over S3, as commit-all commits: the CPU grows from the fresh
+        # branch's (above) to the tip's; a group again costs what the tip's re-commits did.
+        tip = fanin_report.tip_stats(json.loads((results / TIP).read_text()))
+        slope = (tip["new"]["cpu_s"] - first) / tip["history"]
+        round_trips = tip["new"]["round_trips"]
+        rewrite_extra = tip["again"]["cpu_s"] - tip["new"]["cpu_s"]
+        rewrite_trips = tip["again"]["round_trips"] - tip["new"]["round_trips"]
+        source = TIP
     chain = argo["summary"][requeue]["chain"]
     child = argo["summary"][requeue]["child"]
     in_commit = json.loads(cs["cli_summary"])["seconds"]
@@ -181,6 +202,8 @@ def load(results: Path, requeue: str | None = None) -> Measured:
         commit_round_trips=round_trips,
         commit_source=source,
         rewrite_cpu_extra=rewrite_extra,
+        rewrite_round_trips=rewrite_trips,
+        tip=tip,
         requeue=requeue,
         handoff=chain["handoff"],
         finish=chain["run"],
@@ -228,7 +251,7 @@ def commit_s(m: Measured, n: int, *, rewrite: bool = False) -> float:
     trips = m.commit_round_trips
     if rewrite:
         cpu += m.rewrite_cpu_extra
-        trips += a("rewrite_round_trips")
+        trips += m.rewrite_round_trips
     return cpu / a("commit_cores") + trips * a("s3_latency")
 
 
@@ -359,7 +382,7 @@ def render(results: Path) -> list[str]:
         f"{TARGETS_MIN['one new month']:.0f} min the rest of that run leaves "
         f"{budget:.2f} s per commit: a group committed again at the tip takes "
         f"{(m.commit_cpu_first + m.commit_cpu_slope * GROUPS + m.rewrite_cpu_extra):.2f} s "
-        f"of CPU and {m.commit_round_trips + a('rewrite_round_trips'):.0f} sequential round "
+        f"of CPU and {m.commit_round_trips + m.rewrite_round_trips:.0f} sequential round "
         "trips. Where the CPU goes (`profile_commit.txt`, `profile_commit_rewrite.txt`): more than "
         "half is Icechunk's own (`Session.commit`, which grows with the manifests in the "
         "snapshot, and `set_virtual_refs`), so the rest of vcube's commit cannot close the gap "
@@ -421,6 +444,19 @@ def render(results: Path) -> list[str]:
 
 
 def commit_lines(m: Measured, c0: float, c690: float) -> list[str]:
+    if m.tip is not None:
+        t = m.tip
+        return [
+            f"- one commit by the long-lived committer (`{TIP}`: {t['history']} groups committed "
+            "back to back over S3 at 20 ms as `vcube commit-all` does, then "
+            f"{t['n']} of them again; medians of the last {t['n']} new and of the "
+            f"{t['n']} again): CPU {m.commit_cpu_first:.2f} s on a fresh branch (`{COMMIT_NOW}`)"
+            f", {t['new']['cpu_s']:.2f} s at the tip, {t['again']['cpu_s']:.2f} s for a group "
+            f"committed again; {t['new']['round_trips']:.0f} and "
+            f"{t['again']['round_trips']:.0f} sequential round trips: {c0:.2f} s on a fresh "
+            f"branch, {c690:.2f} s after {GROUPS} commits, "
+            f"{commit_s(m, GROUPS, rewrite=True):.2f} s for a group again;"
+        ]
     if m.commit_source == COMMIT_NOW:
         fixed = (
             f"CPU {m.commit_cpu_first:.2f} s (`{COMMIT_NOW}`: median of its long-lived loop's "

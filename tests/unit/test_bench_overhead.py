@@ -66,6 +66,8 @@ def _measured(**kw: float) -> atlas_model.Measured:
         "commit_round_trips": 20,
         "commit_source": "fanin-run1.json",
         "rewrite_cpu_extra": 0.0,
+        "rewrite_round_trips": 3.0,
+        "tip": None,
         "requeue": "2s",
         "handoff": 1.0,
         "finish": 1.0,
