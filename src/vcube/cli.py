@@ -163,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmd("init", "create or grow the Icechunk cube to the planned shape (idempotent)")
     s = cmd("scan", "scan one shard's files (HDF5 metadata only) into the work area")
-    s.add_argument("--shard", required=True)
+    s.add_argument(
+        "--shard",
+        required=True,
+        help="a shard id, or a comma-separated list scanned in turn (one pod of packed work)",
+    )
     s = cmd("commit", "write one group into the cube and commit it (no-op if already committed)")
     s.add_argument("--group", required=True)
     s = cmd(
@@ -256,7 +260,7 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.command == "init":
         return steps.init_step(places)
     if args.command == "scan":
-        return steps.scan_step(places, args.shard, on_file=_progress_writer())
+        return steps.scan_shards_step(places, args.shard, on_file=_progress_writer())
     if args.command == "commit":
         return steps.commit_step(places, args.group, on_file=_progress_writer())
     if args.command == "commit-all":

@@ -137,13 +137,81 @@ def scan_step(
 ) -> dict[str, Any]:
     """Scan one shard; a shard already scanned with the same inputs is not scanned again, and
     of a shard whose files changed only the new or changed files are read."""
+    places = Places.of(spec)
+    plan = workarea.load_plan(places.work, places.spec)
+    return _scan_one(places, plan, template.load_template(places.work), shard, on_file=on_file)
+
+
+def scan_shards_step(
+    spec: DatasetSpec | Places, shards: str, *, on_file: Progress | None = None
+) -> dict[str, Any]:
+    """Scan a comma-separated list of shards in turn (one scan pod of packed work), each
+    exactly as `scan_step` scans it: its own result, reuse and error marker. The summary adds
+    up over the shards; one shard's summary is `scan_step`'s.
+
+    A bad file (a `ScanError` of the data, not of the store) fails its shard and the step, but
+    only after the other shards are scanned: their groups need not wait for a re-run. Any other
+    failure stops at once (the pod's retry redoes the list; finished shards are then reused).
+    """
     t0 = time.perf_counter()
     places = Places.of(spec)
+    plan = workarea.load_plan(places.work, places.spec)
+    ids = [shards] if shards in plan.shards else [s.strip() for s in shards.split(",")]
+    tmpl = template.load_template(places.work)
+    if len(ids) == 1:
+        return _scan_one(places, plan, tmpl, ids[0], on_file=on_file)
+    unknown = [s for s in ids if s not in plan.shards]
+    if unknown:
+        raise PlanError(f"shards {unknown[:5]} are not in the plan")
+    total = sum(int(plan.shards[s]["files"]) for s in ids)
+    done = 0
+    summaries: list[dict[str, Any]] = []
+    failed: list[tuple[str, scan.ScanError]] = []
+    for sid in ids:
+        offset = done
+        progress = None if on_file is None else (lambda i, _n, o=offset: on_file(o + i, total))
+        try:
+            summaries.append(_scan_one(places, plan, tmpl, sid, on_file=progress))
+        except scan.ScanError as e:
+            if e.__cause__ is not None:  # maybe the store's fault: the step's retry decides
+                raise
+            failed.append((sid, e))
+            log.error("scan: shard %s failed: %s", sid, storage.first_line(e))
+        done += int(plan.shards[sid]["files"])
+        if on_file:
+            on_file(done, total)
+    if len(failed) == 1:
+        raise failed[0][1]
+    if failed:
+        raise scan.ScanError(
+            f"{len(failed)} of {len(ids)} shards failed: "
+            + "; ".join(f"{sid}: {storage.first_line(e)}" for sid, e in failed)
+        )
+    return {
+        "step": "scan",
+        "shard": ",".join(ids),
+        "shards": len(ids),
+        "changed": any(s["changed"] for s in summaries),
+        **{
+            k: sum(int(s.get(k, 0)) for s in summaries)
+            for k in ("files", "files_scanned", "files_reused", "refs", "bytes")
+        },
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _scan_one(
+    places: Places,
+    plan: Plan,
+    tmpl: template.Template,
+    shard: str,
+    *,
+    on_file: Progress | None = None,
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
     spec = places.spec
-    plan = workarea.load_plan(places.work, spec)
     if shard not in plan.shards:
         raise PlanError(f"shard {shard!r} is not in the plan")
-    tmpl = template.load_template(places.work)
     work = places.work
     digest = scan.result_digest(plan.shards[shard]["digest"], tmpl)
     previous: bytes | None = None

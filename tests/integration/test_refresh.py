@@ -227,3 +227,44 @@ def test_refresh_over_s3_reads_only_the_new_files(
             xr.testing.assert_identical(a.load(), b.load())
         assert _virtual_refs(spec) == _virtual_refs(clean)
         assert _scan_bytes(spec) == _scan_bytes(clean)
+
+
+def _vcube(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vcube.cli", *args], check=check, capture_output=True, text=True
+    )
+
+
+def test_a_bad_file_in_packed_scans_fails_its_shard_after_the_others(
+    tmp_path: Path, make_spec
+) -> None:
+    """Exit 1 naming the file, as a scan of its shard alone; the other shards of the pod are
+    scanned all the same (their groups need not wait), and only the bad shard is marked failed."""
+    root = tmp_path / "archive"
+    old = set(write_sample_archive(root, **{**SMALL, "months": 2}))
+    path, spec = make_spec(root)
+    run_local(spec, workers=2, progress=False, samples=1)
+    new = sorted(set(write_sample_archive(root, **SMALL)) - old)
+    bad = next(p for p in new if "001/01/" in p.as_posix())
+    bad.write_bytes(b"not an HDF5 file")
+    _vcube("plan", str(path))
+    _vcube("init", str(path))
+    r = _vcube("scan", str(path), "--shard", "001-01,001-04,000-04", check=False)
+    assert r.returncode == 1, r.stderr
+    assert bad.name in r.stderr
+    work = Places.of(spec).work
+    plan = workarea.load_plan(work, spec)
+    tmpl = template.load_template(work)
+    for sid in ("001-04", "000-04"):
+        meta = scan.read_meta(storage.read_bytes(work, workarea.result_key(sid)))
+        assert meta["digest"] == scan.result_digest(plan.shards[sid]["digest"], tmpl)
+        assert not storage.exists(work, workarea.error_key(sid))
+    assert bad.name in json.loads(storage.read_bytes(work, workarea.error_key("001-01")))["error"]
+    # Two bad shards in one pod: one failure naming both.
+    other = next(p for p in new if "000/01/" in p.as_posix())
+    other.write_bytes(b"not an HDF5 file either")
+    _vcube("plan", str(path))
+    r = _vcube("scan", str(path), "--shard", "001-01,000-01", check=False)
+    assert r.returncode == 1, r.stderr
+    assert "2 of 2 shards failed" in r.stderr
+    assert bad.name in r.stderr and other.name in r.stderr
