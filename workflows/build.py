@@ -2,7 +2,9 @@
 group, while one committer commits each group as its scans complete → validate.
 
 Argo parameters carry ids only: ``plan`` writes ``groups.json`` (``[{"group", "shards"}]``),
-the parent fans out over it. Each group's scans run as their own child Workflow
+the parent fans out over it: one item per group needing work, or, for shards with little to
+scan (a new month), pods of packed shards (`vcube.packing`: ``{"group": "p0003", "shards":
+["A,B,C", ...]}``). Each group's scans run as their own child Workflow
 (`workflows.group`) because one Workflow holding all 690 atlas groups would carry thousands of
 nodes, near Argo's 1 MiB object limit even gzip-compressed (bench/scale.py, README "Scale").
 The fan-in is one long-lived ``commit-all`` pod (README "Fan-in"): a pod per commit behind a
@@ -61,7 +63,9 @@ def build_template(opts: parts.BuildOptions | None = None) -> WorkflowTemplate:
         annotations={
             "workflows.argoproj.io/description": (
                 "Build or update a virtual Zarr datacube (Icechunk) from a dataset spec: "
-                "plan, init, one child workflow per commit group (scan shards, commit), validate."
+                "plan, init, one child workflow per work item (a commit group's shards, or "
+                "small scans packed together) scanning while one committer commits each group, "
+                "validate."
             ),
         },
         entrypoint="build",
@@ -90,7 +94,8 @@ def build_template(opts: parts.BuildOptions | None = None) -> WorkflowTemplate:
                 Parameter(
                     name="groups",
                     value_from=ValueFrom(path=f"{parts.OUTPUTS_DIR}/groups.json"),
-                    description='[{"group": id, "shards": [ids]}]: ids only, no file lists',
+                    description='work items [{"group": id, "shards": [ids]}], ids only; a '
+                    'packed item: {"group": "p0003", "shards": ["A,B,C", ...]}',
                 ),
                 parts.scalar_output("todo", "groups that need work: 0 = nothing to scan or commit"),
             ],
@@ -123,8 +128,15 @@ def build_template(opts: parts.BuildOptions | None = None) -> WorkflowTemplate:
             success_condition="status.phase == Succeeded",
             failure_condition="status.phase in (Failed, Error)",
             inputs=[
-                Parameter(name="group", description="commit group id, e.g. 012"),
-                Parameter(name="shards", description="JSON list of the group's shard ids"),
+                Parameter(
+                    name="group",
+                    description="work item: a commit group id (012) or packed scans (p0003)",
+                ),
+                Parameter(
+                    name="shards",
+                    description="JSON list of what each scan pod scans: a shard id, or a "
+                    "comma-separated list of packed shards",
+                ),
                 Parameter(
                     name="image",
                     value=opts.image,
@@ -141,7 +153,7 @@ def build_template(opts: parts.BuildOptions | None = None) -> WorkflowTemplate:
                 Parameter(
                     name="workflow",
                     value_from=ValueFrom(json_path="{.metadata.name}"),
-                    description="the child workflow that scanned and committed this group",
+                    description="the child workflow that scanned this work item",
                 )
             ],
             labels=parts.labels("group"),

@@ -1,9 +1,10 @@
-"""What runs for one commit group? Its shards' scans in parallel, then (by hand) its commit.
+"""What runs for one work item of a build? Its scan pods in parallel, then (by hand) a commit.
 
 The same body serves twice. ``vcube-build-group`` is a WorkflowTemplate of its own, to redo
 one group by hand: scan per shard, then commit the group. Inside a build, the parent's
-``group`` step applies a child Workflow with the scans inline (`child_workflow`); the parent's
-one ``commit-all`` commits the group.
+``group`` step applies a child Workflow with the scans inline (`child_workflow`) per work item:
+a group (a scan pod per shard), or pods of shards with little to scan packed together
+(`vcube.packing`); the parent's one ``commit-all`` commits each group.
 
 Sizing assumption (per pod; see README.md for the numbers behind it): a scan reads HDF5
 metadata only (~40 ms CPU and ~0.3 MB per file, 180 files per shard): 0.5 CPU, 512 Mi request /
@@ -43,6 +44,16 @@ class _GroupRefs:
         eq = "=" if self.inline else ""
         return f"{{{{{eq}inputs.parameters.{name}}}}}"
 
+    def scan_display(self) -> str:
+        """The scan node's display name: ``scan-012-04``, or for a pod of packed shards
+        ``scan-012-04-to-015-01`` (its first and last shard: commas and a long list are not
+        allowed in a display name). Argo's expression language, whose ``split`` fails on the
+        parent's missing input, so the parent leaves the tag to the child (checked with
+        Argo v4.0.5's own `util/template.Replace`: a sprig function would have returned "")."""
+        shard = "inputs.parameters.shard"
+        expr = f"let s = split({shard}, ','); len(s) > 1 ? s[0] + '-to-' + s[-1] : s[0]"
+        return f"scan-{{{{={expr}}}}}"
+
 
 STANDALONE = _GroupRefs(
     group="{{workflow.parameters.group}}", shards="{{workflow.parameters.shards}}", inline=False
@@ -66,12 +77,17 @@ def _group_templates(opts: parts.BuildOptions, refs: _GroupRefs) -> DAG:
         opts,
         "scan",
         ["scan", parts.SPEC, "--shard", shard],
-        inputs=[Parameter(name="shard", description="shard id, e.g. 012-04")],
-        outputs=[parts.scalar_output("files", "files scanned by this shard")],
+        inputs=[
+            Parameter(
+                name="shard",
+                description="shard id, e.g. 012-04, or packed shards: a comma-separated list",
+            )
+        ],
+        outputs=[parts.scalar_output("files", "files of the shards this pod scanned")],
         cpu="500m",
         memory="512Mi",
         memory_limit="1Gi",
-        display=f"scan-{shard}",
+        display=refs.scan_display(),
         node_selector={"karpenter.sh/capacity-type": refs.scan_capacity},
         tolerations=[
             Toleration(
@@ -180,13 +196,14 @@ def child_workflow(opts: parts.BuildOptions) -> dict[str, Any]:
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Workflow",
         "metadata": {
-            # Workflow names end up in label values (63 characters at most).
+            # Workflow names end up in label values (63 characters at most). The label is a
+            # group id, or a packed item's p0003 (vcube.packing).
             "name": "{{workflow.name}}-g{{inputs.parameters.group}}",
             "labels": {
                 **parts.labels("build-group"),
                 PARENT_LABEL: "{{workflow.name}}",
             },
-            "annotations": {"workflows.argoproj.io/title": "group {{inputs.parameters.group}}"},
+            "annotations": {"workflows.argoproj.io/title": "work item {{inputs.parameters.group}}"},
         },
         "spec": spec,
     }

@@ -24,7 +24,7 @@ from typing import Any
 from vcube import scan, storage, workarea
 from vcube.layout import CommitError
 from vcube.places import Places
-from vcube.plan import Plan, PlanError
+from vcube.plan import Plan, PlanError, PlannedFile
 from vcube.repo import History, history, inputs_digest
 from vcube.spec import DatasetSpec
 from vcube.template import Template, TemplateError, load_template
@@ -63,12 +63,15 @@ def needs_work(plan: Plan, hist: History, template: Template | None) -> dict[str
     return out
 
 
-def current_template(places: Places, plan: Plan) -> Template | None:
+def current_template(
+    places: Places, plan: Plan, shard_files: dict[str, list[PlannedFile]] | None = None
+) -> Template | None:
     """The template `init` will use for this plan, if it is the stored one (else None: init
-    derives a new one, and every group's inputs change with it)."""
+    derives a new one, and every group's inputs change with it). With `shard_files`, the
+    plan's file lists are taken from there rather than from the work area."""
     try:
         tmpl = load_template(places.work)
-        pf = workarea.template_file(places.work, places.spec, plan)
+        pf = workarea.template_file(places.work, places.spec, plan, shard_files)
     except (TemplateError, PlanError):
         return None
     if tmpl.source_key != pf.key or tmpl.spec_digest != places.spec.digest():

@@ -15,10 +15,10 @@ import zipfile
 from collections.abc import Callable
 from typing import Any
 
-from vcube import commit, scan, status, storage, template, workarea
+from vcube import commit, packing, scan, status, storage, template, workarea
 from vcube.layout import CommitError, check_grid
 from vcube.places import Places
-from vcube.plan import Layout, Plan, PlanError, build_layout, build_plan
+from vcube.plan import Layout, Plan, PlanError, PlannedFile, build_layout, build_plan
 from vcube.spec import DatasetSpec
 
 Progress = Callable[[int, int], None]
@@ -32,25 +32,29 @@ def plan_step(
     only: list[str] | None = None,
     on_listing: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
-    """Plan, and list the groups that need work (of `only`, if given) for the fan-out.
+    """Plan, and list the work items of the groups that need work (of `only`, if given) for the
+    fan-out.
 
-    `on_listing` receives that listing (Argo's groups.json); `todo` counts it, so a build with
-    nothing to do can skip everything but validate."""
+    `on_listing` receives that listing (Argo's groups.json, `work_items`); `todo` counts the
+    groups in it, so a build with nothing to do can skip everything but validate."""
     t0 = time.perf_counter()
     places = Places.of(spec)
     spec = places.spec
     listing = storage.list_objects(places.source)
     plan, shard_files = build_plan(spec, listing, allow_missing=allow_missing)
+    # Before write_plan replaces the previous shard lists: they tell what each shard has left.
+    todo, items = work_items(places, plan, shard_files, only)
     workarea.write_plan(places.work, plan, shard_files)
-    todo = groups_listing(places, plan, only)
     if on_listing:
-        on_listing(todo)
+        on_listing(items)
     return {
         "step": "plan",
         "files": plan.n_files,
         "shards": len(plan.shards),
         "groups": len(plan.groups),
         "todo": len(todo),  # groups (of `only`) not committed with their current inputs
+        "work_items": len(items),  # child workflows of the fan-out
+        "scan_pods": len(packing.pods_of(items)),
         "dims": {d["name"]: d["length"] for d in plan.dims},
         "missing": len(plan.missing),
         "unexpected": len(plan.unexpected),
@@ -60,20 +64,31 @@ def plan_step(
     }
 
 
-def groups_listing(
-    spec: DatasetSpec | Places, plan: Plan, only: list[str] | None = None
-) -> list[dict[str, Any]]:
-    """What Argo fans out over: the groups that need work (not committed with their current
-    inputs), as group and shard ids only. Nothing to do: an empty list."""
+def work_items(
+    spec: DatasetSpec | Places,
+    plan: Plan,
+    shard_files: dict[str, list[PlannedFile]],
+    only: list[str] | None = None,
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """(the groups that need work, what Argo fans out over for them), ids only.
+
+    A group needs work unless it is committed with its current inputs. The work items are
+    `packing.pack_work`'s: a group whose shards all have a pod's work to do is one item with a
+    pod per shard; shards with little to scan (a new month) are packed into fewer pods. Call it
+    before the plan is written: the estimates compare with the previous plan's shard lists.
+    Nothing to do: two empty lists.
+    """
     places = Places.of(spec)
     check_groups(plan, only)
-    current = status.current_template(places, plan)
-    todo = status.needs_work(plan, status.read_history(places), current)
-    return [
-        {"group": g, "shards": s}
-        for g, s in plan.groups.items()
-        if todo[g] and (not only or g in only)
-    ]
+    current = status.current_template(places, plan, shard_files)
+    needs = status.needs_work(plan, status.read_history(places), current)
+    todo = [g for g in plan.groups if needs[g] and (not only or g in only)]
+    shards = [s for g in todo for s in plan.groups[g]]
+    estimates = packing.estimate_scan_work(
+        places.work, shard_files, shards, reusable=current is not None
+    )
+    files = {s: plan.shards[s]["files"] for s in shards}
+    return todo, packing.pack_work({g: plan.groups[g] for g in todo}, files, estimates)
 
 
 def check_groups(plan: Plan, groups: list[str] | None) -> None:
@@ -325,16 +340,14 @@ def commit_all_step(
         ready = [g for g in todo if all(s in scanned for s in plan.groups[g])]
         for g in ready:
             todo.remove(g)
-        # Back to back; the next group's refs are built while one commits (commit_groups).
-        for g, res, err in commit.commit_groups(places, plan, tmpl, ready):
-            if err is not None:
-                ours = isinstance(err, (CommitError, template.TemplateError, scan.ScanError))
-                if not ours or err.__cause__ is not None:  # maybe the store's: the retry decides
-                    raise err
-                failed[g] = storage.first_line(err)
+            try:
+                res = commit.commit_group(places, plan, tmpl, g)
+            except (CommitError, template.TemplateError, scan.ScanError) as e:
+                if e.__cause__ is not None:  # maybe the store's fault: the step's retry decides
+                    raise
+                failed[g] = storage.first_line(e)
                 log.error("commit-all: group %s not committed: %s", g, failed[g])
                 continue
-            assert res is not None
             changed += int(bool(res["changed"]))
             refs += int(res.get("refs", 0))
             done += 1

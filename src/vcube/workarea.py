@@ -98,13 +98,23 @@ def load_shard_files(
     return files
 
 
-def template_file(work: storage.Location, spec: DatasetSpec, plan: Plan) -> PlannedFile:
-    """The template: `cube.template` if set, else the first file of the cube."""
+def template_file(
+    work: storage.Location,
+    spec: DatasetSpec,
+    plan: Plan,
+    shard_files: dict[str, list[PlannedFile]] | None = None,
+) -> PlannedFile:
+    """The template: `cube.template` if set, else the first file of the cube. The shard lists
+    are read from the work area, or taken from `shard_files` (a plan not yet written)."""
+
+    def files(sid: str) -> list[PlannedFile]:
+        return shard_files[sid] if shard_files is not None else load_shard_files(work, sid)
+
     if spec.cube.template:
         for sid in plan.shards:
-            for pf in load_shard_files(work, sid):
+            for pf in files(sid):
                 if pf.key == spec.cube.template:
                     return pf
         raise TemplateError(f"cube.template {spec.cube.template!r} is not a planned file")
     first = next(iter(plan.shards))
-    return load_shard_files(work, first)[0]
+    return files(first)[0]

@@ -445,6 +445,12 @@ def test_one_new_month_scans_only_the_new_files_and_commits_each_group_once(
     assert sum(s["files_scanned"] for s in scans) == len(new), scans
     # (A shard that init scanned reports its files as reused in its scan pod.)
     assert all(s["files_scanned"] + s["files_reused"] > 0 for s in scans), scans
+    # Packed (vcube.packing): the 4 one-file shards in one scan pod of one child, not 4 pods.
+    pods = [s for s in scans if s["step"] == "scan"]
+    assert len(pods) < 4 and sum(s.get("shards", 1) for s in pods) == 4, pods
+    assert [k["metadata"]["name"] for k in _kids(kubectl, wf)] == [
+        f"{wf['metadata']['name']}-gp0000"
+    ]
     # Each group committed once more, by the one committer.
     spec = load_spec(case.spec)
     since = []

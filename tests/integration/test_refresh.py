@@ -235,6 +235,55 @@ def _vcube(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_a_new_month_is_scanned_by_fewer_pods_than_shards(tmp_path: Path, make_spec) -> None:
+    """The fan-out of a refresh packs shards with little to scan (`vcube.packing`): plan's
+    groups.json for one new month everywhere is one work item of one scan pod, and `vcube scan
+    --shard A,B,C,D` writes each shard's result as a scan per shard does (the bytes of a clean
+    build's), its summary and outputs adding up over the shards."""
+    root = tmp_path / "archive"
+    write_sample_archive(root, **{**SMALL, "months": 2})
+    path, spec = make_spec(root)
+    out = tmp_path / "out"
+    _vcube("plan", str(path), "--outputs-dir", str(out))
+    first = json.loads((out / "groups.json").read_text())
+    # A full build: an item per group, a pod per shard (nothing to reuse).
+    assert first == [
+        {"group": "000", "shards": ["000-01", "000-04"]},
+        {"group": "001", "shards": ["001-01", "001-04"]},
+    ]
+    run_local(spec, workers=2, progress=False, samples=1)
+
+    write_sample_archive(root, **SMALL)  # one new file in each of the 4 series
+    planned = json.loads(_vcube("plan", str(path), "--outputs-dir", str(out)).stdout)
+    items = json.loads((out / "groups.json").read_text())
+    assert items == [{"group": "p0000", "shards": ["000-01,000-04,001-01,001-04"]}]
+    assert (planned["todo"], planned["work_items"], planned["scan_pods"]) == (2, 1, 1)
+    assert planned["scan_pods"] < planned["shards"] == 4
+    init = json.loads(_vcube("init", str(path)).stdout)
+    assert init["files_scanned"] == 2  # the layout shards 000-01 and 000-04
+    pod = tmp_path / "pod"
+    summary = json.loads(
+        _vcube(
+            "scan", str(path), "--shard", items[0]["shards"][0], "--outputs-dir", str(pod)
+        ).stdout
+    )
+    assert (summary["shards"], summary["files"]) == (4, 12)
+    assert (summary["files_scanned"], summary["files_reused"]) == (2, 10)
+    assert (pod / "files").read_text() == "12"  # the Argo output parameter of the scan
+    assert (pod / "files_scanned").read_text() == "2"
+    committed = json.loads(_vcube("commit-all", str(path)).stdout)
+    assert (committed["groups"], committed["committed"]) == (2, 2)
+
+    _, clean = make_spec(root, name="clean")
+    run_local(clean, workers=2, progress=False, samples=1)
+    assert _scan_bytes(spec) == _scan_bytes(clean)
+    with (
+        validate.open_cube(spec, decode_times=False) as a,
+        validate.open_cube(clean, decode_times=False) as b,
+    ):
+        xr.testing.assert_identical(a.load(), b.load())
+
+
 def test_a_bad_file_in_packed_scans_fails_its_shard_after_the_others(
     tmp_path: Path, make_spec
 ) -> None:

@@ -101,8 +101,24 @@ def test_plan_lists_only_the_groups_that_need_work(
     assert json.loads(res.stdout)["todo"] == len(todo)
     assert json.loads(res.stdout)["groups"] == POLYGONS
     listed = json.loads((tmp_path / "groups.json").read_text())
-    assert [x["group"] for x in listed] == todo
-    assert listed[0]["shards"] == ["001-01", "001-04"]
+    # Work items (vcube.packing): shards that have a result and little or nothing new to scan
+    # are packed into one pod; those with no result (004-04, the failed 005-04, group 008) keep
+    # a pod of their own, and 008, all of whose shards do, stays one item as a group.
+    assert listed == [
+        {
+            "group": "p0000",
+            "shards": [
+                "001-01,001-04,003-01,003-04,004-01,005-01,007-01,007-04",
+                "004-04",
+                "005-04",
+            ],
+        },
+        {"group": "008", "shards": ["008-01", "008-04"]},
+    ]
+    pods = [entry.split(",") for item in listed for entry in item["shards"]]
+    assert sorted(s for pod in pods for s in pod) == [
+        f"{g}-{m}" for g in todo for m in ("01", "04")
+    ]
 
 
 def test_plan_of_a_finished_cube_lists_no_group(built_sample: DatasetSpec, tmp_path: Path) -> None:

@@ -129,8 +129,8 @@ def test_groups_output_is_what_plan_writes_for_the_atlas(
     atlas: scale.ScaleReport, tmp_path: Path
 ) -> None:
     """The model's `groups.json` equals the planner's for an atlas-shaped listing (one month per
-    series: the groups output does not depend on the series length). The cube is local and
-    not built yet, so every group needs work and is listed."""
+    series: a full build's groups output does not depend on the series length, as no file can
+    be reused). The cube is local and not built yet, so every group needs work and is listed."""
     raw = yaml.safe_load((REPO / "datasets/oae-atlas.yaml").read_text())
     raw["target"] = {"repo": str(tmp_path / "cube"), "branch": "main"}
     _, spec = write_spec(tmp_path / "atlas.yaml", raw)
@@ -140,8 +140,8 @@ def test_groups_output_is_what_plan_writes_for_the_atlas(
         for p in range(scale.ATLAS_GROUPS)
         for m in ("01", "04", "07", "10")
     ]
-    plan, _ = build_plan(spec, listing)
-    listed = steps.groups_listing(spec, plan)
+    plan, shard_files = build_plan(spec, listing)
+    _, listed = steps.work_items(spec, plan, shard_files)
     assert listed == scale.atlas_groups()
     assert atlas.groups_json_bytes == len(json.dumps(listed).encode())  # as the CLI writes it
 

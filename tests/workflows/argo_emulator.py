@@ -11,7 +11,8 @@ container templates run as local processes, ``resource`` templates that apply a 
 (tags it cannot resolve and Argo leaves alone stay, e.g. ``{{item}}`` and expression tags
 ``{{=...}}``), parsed, validated against the CRD schema and run as a child workflow to
 completion (the success condition); applying the same name twice reuses the child. Expression
-tags are evaluated when they are a plain variable path (``{{=inputs.parameters.shard}}``).
+tags are evaluated when they are a plain variable path (``{{=inputs.parameters.shard}}``), or
+the scan display name's first-to-last of a split list (``let s = split(...); ...``).
 ``steps`` templates (groups in order, steps one at a time), ``onExit`` runs after the
 entrypoint with ``workflow.status``, and a task's ``when`` of the form
 ``A op B`` (``==``, ``!=``, ``>``, ``<``, ``>=``, ``<=``; numbers compared as numbers) is honoured.
@@ -38,6 +39,12 @@ from typing import Any
 import yaml
 
 _VAR = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+# The one other expression the templates use (the scan's display name): first and last of a
+# split list, as Argo v4.0.5 evaluates it (expr-lang's split, let, s[-1]).
+_FIRST_TO_LAST = re.compile(
+    r"let s = split\((?P<var>[\w.-]+), '(?P<sep>[^']*)'\); "
+    r"len\(s\) > 1 \? s\[0\] \+ '(?P<mid>[^']*)' \+ s\[-1\] : s\[0\]"
+)
 # Tags Argo's validator insists on resolving (GlobalVarValidWorkflowVariablePrefix, v4.0.5);
 # anything else unresolved in a resource manifest is left for the child.
 _STRICT_PREFIXES = ("item.", "steps.", "inputs.", "pod.", "workflow.", "tasks.")
@@ -104,6 +111,12 @@ class Emulator:
                 name = expr[1:].strip()
                 if name in scope:
                     return self._render(scope[name])
+                first_to_last = _FIRST_TO_LAST.fullmatch(name)
+                if first_to_last and first_to_last["var"] in scope:
+                    parts = str(scope[first_to_last["var"]]).split(first_to_last["sep"])
+                    if len(parts) > 1:
+                        return parts[0] + first_to_last["mid"] + parts[-1]
+                    return parts[0]
                 if lenient:
                     return match.group(0)
                 raise EmulationError(f"unresolved expression {{{{{expr}}}}} in {text!r}")

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.schemas import validate_argo_loose, validate_object
+from tests.workflows.argo_emulator import Emulator
 from workflows import render
 from workflows.build import template_dict
 from workflows.group import group_template_dict
@@ -127,6 +128,18 @@ SAMPLE_VALUES = {
     "workflow.parameters.group": "012",
 }
 
+PACKED_SHARDS = ",".join(f"{g:03d}-{m}" for g in range(12, 28) for m in ("01", "04", "07", "10"))
+PACKED_VALUES = {
+    k: {"012": "p0003", "012-04": PACKED_SHARDS}.get(v, v) for k, v in SAMPLE_VALUES.items()
+}
+
+
+def _display(display: str, values: dict[str, str]) -> str:
+    """A display name as the controller substitutes it (the emulator's expression evaluation,
+    which follows Argo v4.0.5's for the expressions the templates use)."""
+    scope = {k.lstrip("="): v for k, v in values.items()}
+    return Emulator({"spec": {"templates": []}}, Path(), library={}).substitute(display, scope)
+
 
 def test_every_display_name_matches_argos_regex_after_substitution() -> None:
     names = {}
@@ -135,12 +148,18 @@ def test_every_display_name_matches_argos_regex_after_substitution() -> None:
         if display is None:
             assert "container" not in t and "resource" not in t, f"{where} has no display name"
             continue
-        value = _VAR.sub(lambda m: SAMPLE_VALUES[m.group(1)], display)
+        value = _display(display, SAMPLE_VALUES)
         assert DISPLAY_NAME_RE.match(value), f"{where}: {value!r}"
         names[where] = value
+        # A packed work item (vcube.packing): its label, and a pod of 64 shards.
+        packed = _display(display, PACKED_VALUES)
+        assert DISPLAY_NAME_RE.match(packed), f"{where}: {packed!r}"
+        names[f"{where} packed"] = packed
     assert names["vcube-build/init"] == "init-cube"
     assert names["vcube-build/group"] == "group-012"
     assert names["child/scan"] == names["vcube-build-group/scan"] == "scan-012-04"
+    assert names["vcube-build/group packed"] == "group-p0003"
+    assert names["child/scan packed"] == "scan-012-01-to-027-10"
     assert names["vcube-build-group/commit"] == "commit-012"
     assert names["vcube-build/commit-all"] == "commit-all"
     assert "child/commit" not in names  # the child only scans
@@ -325,8 +344,18 @@ def test_importing_the_package_has_no_side_effects(tmp_path: Path) -> None:
     importlib.import_module("workflows.submit")
 
 
-# An expression tag naming a plain variable ({{=inputs.parameters.shard}}) counts as the variable.
+# An expression tag naming a plain variable ({{=inputs.parameters.shard}}) counts as the variable;
+# a longer expression counts as the variables it names.
 _VAR = re.compile(r"\{\{\s*=?\s*([^{}]+?)\s*\}\}")
+_TAG = re.compile(r"\{\{\s*(=?)\s*([^{}]+?)\s*\}\}")
+_PATH = re.compile(r"\b(?:inputs|outputs|workflow|tasks|steps)(?:\.[\w-]+)+|\bitem\b(?:\.[\w-]+)*")
+
+
+def _vars(text: str) -> list[str]:
+    out = []
+    for eq, body in _TAG.findall(text):
+        out += [body] if not eq or _PATH.fullmatch(body) else _PATH.findall(body)
+    return out
 
 
 def _strings(obj: Any) -> list[str]:
@@ -364,12 +393,10 @@ def _unresolved(spec: dict[str, Any]) -> list[tuple[str, str]]:
         # The child's manifest is checked on its own (test_child_is_pinned_inline...).
         body = {k: v for k, v in t.items() if k not in ("dag", "metrics", "resource")}
         for text in _strings(body):
-            problems += [
-                (t["name"], v) for v in _VAR.findall(text) if v not in workflow_vars | inputs
-            ]
+            problems += [(t["name"], v) for v in _vars(text) if v not in workflow_vars | inputs]
         for text in _strings(t.get("metrics", {})):
             allowed = workflow_vars | inputs | outputs | {"status"}
-            problems += [(t["name"], v) for v in _VAR.findall(text) if v not in allowed]
+            problems += [(t["name"], v) for v in _vars(text) if v not in allowed]
         tasks = {task["name"]: task for task in t.get("dag", {}).get("tasks", [])}
         for task in tasks.values():
             assert task["template"] in templates, task["template"]
@@ -388,7 +415,7 @@ def _unresolved(spec: dict[str, Any]) -> list[tuple[str, str]]:
             }
             assert required <= passed <= params(callee, "inputs"), (task["name"], passed)
             for text in _strings(task):
-                problems += [(task["name"], v) for v in _VAR.findall(text) if v not in allowed]
+                problems += [(task["name"], v) for v in _vars(text) if v not in allowed]
     return problems
 
 

@@ -43,15 +43,15 @@ def _emulator(workdir: Path) -> Emulator:
 @pytest.fixture(scope="module")
 def sample_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("archive")
-    subprocess.run(
-        [
-            *(str(VCUBE), "sample", str(root), "--polygons", "2", "--dates", "2"),
-            *("--months", "3", "--grid", "12x10", "--levels", "5"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    subprocess.run([*_sample_args(root), "--months", "3"], check=True, capture_output=True)
     return root
+
+
+def _sample_args(root: Path) -> list[str]:
+    return [
+        *(str(VCUBE), "sample", str(root), "--polygons", "2", "--dates", "2"),
+        *("--grid", "12x10", "--levels", "5"),
+    ]
 
 
 def _open(spec_path: Path) -> Any:
@@ -171,6 +171,41 @@ def test_rendered_dags_build_the_cube_vcube_run_builds_and_resume(
     assert "cannot reach the Argo Server" in report["workflow"]["error"]
 
     # 4. The local executor builds an identical cube from the same archive.
+    subprocess.run(
+        [str(VCUBE), "run", str(run_spec), "--workers", "2", "--quiet"],
+        check=True,
+        capture_output=True,
+    )
+    xr.testing.assert_identical(_open(argo_spec), _open(run_spec))
+
+    # 5. One new month in every series (issue 10, Done when 2, through the rendered YAML): plan
+    # packs the four one-file shards into one scan pod of one work item (vcube.packing), fewer
+    # scan pods than shards; only the new files are scanned, each group is committed once, and
+    # the cube equals the local executor's refresh of the same archive.
+    subprocess.run(
+        [*_sample_args(sample_archive), "--months", "4"], check=True, capture_output=True
+    )
+    month = _emulator(tmp_path / "month")
+    month.run({"spec": str(argo_spec)})
+    _check_outputs(month.nodes)
+    plan_out = month.nodes[0].outputs
+    assert plan_out["todo"] == "2"  # groups, not work items
+    assert json.loads(plan_out["groups"]) == [
+        {"group": "p0000", "shards": ["000-01,000-04,001-01,001-04"]}
+    ]
+    assert [c["metadata"]["name"] for c in month.children] == ["wf-gp0000"]
+    assert month.children[0]["metadata"]["annotations"] == {
+        "workflows.argoproj.io/title": "work item p0000"
+    }
+    scans = [n for n in month.nodes if n.template == "scan"]
+    assert len(scans) == 1  # one scan pod for the 4 shards
+    assert scans[0].display_name == "scan-000-01-to-001-04"
+    scanned = [json.loads(n.outputs["summary"]) for n in month.nodes if n.template == "init"]
+    scanned += [json.loads(scans[0].outputs["summary"])]
+    assert sum(s["files_scanned"] for s in scanned) == 4  # the new files only
+    assert json.loads(scans[0].outputs["summary"])["files"] == 16
+    (committer,) = [n for n in month.nodes if n.template == "commit-all"]
+    assert json.loads(committer.outputs["summary"])["committed"] == 2
     subprocess.run(
         [str(VCUBE), "run", str(run_spec), "--workers", "2", "--quiet"],
         check=True,
