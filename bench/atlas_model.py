@@ -13,7 +13,7 @@ soon as its four scan results exist, overlapping the scan fan-out:
 - full build: every file scanned, every group committed;
 - refresh with no change: plan finds nothing to do, then validate (no scan, no commit pod);
 - one new month in every series: 2,760 new files (one per shard; per-file reuse scans only
-  those), each group committed once.
+  those, in the children `vcube.packing` packs them into), each group committed once.
 
 Measured inputs come from the committed JSON under bench/results/ (named in MEASURED); all else
 is an assumption in ASSUMPTIONS, each with its reason. `section()` renders the same as
@@ -120,6 +120,7 @@ class Measured:
     commit_source: str  # the results file commit_cpu_first and commit_round_trips come from
     rewrite_cpu_extra: float  # profile_commit{_rewrite,}.json: a group again less a new one
     rewrite_round_trips: float  # fanin-tip.json if there, else the assumption
+    pack_estimate_s: float  # pack-refresh.json: plan's scan-work estimates for a new month
     tip: dict[str, Any] | None  # fanin_report.tip_stats of fanin-tip.json
     requeue: str  # argo-overhead.json at the chart's DEFAULT_REQUEUE_TIME
     handoff: float  # pod Succeeded -> next pod created (the controller noticing + creating)
@@ -177,6 +178,10 @@ def load(results: Path, requeue: str | None = None) -> Measured:
         )
         rewrite_extra = max(0.0, again_cpu - new_cpu)
     rewrite_trips = a("rewrite_round_trips")
+    pack = results / "pack-refresh.json"
+    pack_s = 0.0
+    if pack.exists():
+        pack_s = float(json.loads(pack.read_text())["one_new_month"]["estimate_seconds"])
     tip = None
     if (results / TIP).exists():
         # Measured at the tip over S3, as commit-all commits: the CPU grows from the fresh
@@ -203,6 +208,7 @@ def load(results: Path, requeue: str | None = None) -> Measured:
         commit_source=source,
         rewrite_cpu_extra=rewrite_extra,
         rewrite_round_trips=rewrite_trips,
+        pack_estimate_s=pack_s,
         tip=tip,
         requeue=requeue,
         handoff=chain["handoff"],
@@ -255,28 +261,71 @@ def commit_s(m: Measured, n: int, *, rewrite: bool = False) -> float:
     return cpu / a("commit_cores") + trips * a("s3_latency")
 
 
+@dataclass(frozen=True)
+class Item:
+    """One child Workflow of the fan-out: its scan pods, the most shards one of them scans,
+    and the groups whose last shard it holds (complete, for the committer, when it ends)."""
+
+    pods: int
+    shards_per_pod: int
+    groups_done: int
+
+
+def group_items() -> list[Item]:
+    """A full build: a child per group, a pod per shard."""
+    return [Item(SHARDS_PER_GROUP, 1, 1)] * GROUPS
+
+
+def packed_items(files_per_shard: int, to_scan: int) -> list[Item]:
+    """The fan-out `plan` makes (`vcube.packing.pack_work`, the code itself) when each shard of
+    every group has `to_scan` of its `files_per_shard` files to scan."""
+    from vcube.packing import pack_work
+
+    groups = {
+        f"{g:03d}": [f"{g:03d}-{s:02d}" for s in range(SHARDS_PER_GROUP)] for g in range(GROUPS)
+    }
+    shards = [s for ss in groups.values() for s in ss]
+    files, work = dict.fromkeys(shards, files_per_shard), dict.fromkeys(shards, to_scan)
+    out = []
+    for it in pack_work(groups, files, work):
+        pods = [p.split(",") for p in it["shards"]]
+        held = {s for p in pods for s in p}
+        done = sum(1 for ss in groups.values() if ss[-1] in held)
+        out.append(Item(len(pods), max(len(p) for p in pods), done))
+    if sum(i.groups_done for i in out) != GROUPS:
+        raise AssertionError("packed items must complete every group once")
+    return out
+
+
 def fan(
-    m: Measured, t0: float, scan_work: float, commits_before: int, *, rewrite: bool = False
+    m: Measured,
+    t0: float,
+    scan_work: float,
+    commits_before: int,
+    *,
+    rewrite: bool = False,
+    items: list[Item] | None = None,
 ) -> dict[str, float]:
-    """The group fan-out (children of 4 scans, scan_pods / 4 at a time; pod creation paced by
-    the chart's rate limit) and the one committer, which commits each group once its 4 results
-    exist. Times from t0 (init done)."""
-    per_group = SHARDS_PER_GROUP
-    slots = [t0] * (int(a("scan_pods")) // per_group)
+    """The fan-out (a child Workflow per item, 25 at a time: the parent's parallelism; pod
+    creation paced by the chart's rate limit) and the one committer, which commits each group
+    once its results exist. `scan_work`: one shard's scan; `items`: a child per group by
+    default. Times from t0 (init done)."""
+    items = items if items is not None else group_items()
+    slots = [t0] * (int(a("scan_pods")) // SHARDS_PER_GROUP)
     spot_ready = t0 + a("node_launch")  # the spot pool starts empty
     per_shard_io = a("shard_io_round_trips") * a("s3_latency")
     complete: list[float] = []
     pods = 0
-    for _ in range(GROUPS):
+    for item in items:
         k = min(range(len(slots)), key=slots.__getitem__)
         # The group step's resource pod (on-demand: plan's node is up), then the child.
         res_pod = max(slots[k], t0 + max(0.0, pods - m.pod_burst) / m.pod_rate)
         child = res_pod + a("pod_start") + m.child_created
         scan_pod = max(child + m.child_first_pod, t0 + (pods + 1 - m.pod_burst) / m.pod_rate)
-        pods += 1 + per_group
+        pods += 1 + item.pods
         running = max(scan_pod + a("pod_start"), spot_ready)
-        written = running + m.process_start + scan_work + per_shard_io
-        complete.append(written)
+        written = running + m.process_start + item.shards_per_pod * (scan_work + per_shard_io)
+        complete += [written] * item.groups_done
         # child notices its pods, the resource step sees the child done, the parent moves on
         slots[k] = written + m.finish + m.notice + m.child_release + m.handoff
     scans_end = max(slots)
@@ -293,11 +342,14 @@ def scenarios(m: Measured) -> dict[str, dict[str, float]]:
     io_per_file = m.scan_round_trips_per_file * lat / m.prefetch_depth
     full_file = m.scan_cpu_per_file / a("scan_cores") + io_per_file
     out: dict[str, dict[str, float]] = {}
-    for name, files, scan_files, commits_before in (
-        ("full build", FILES, FILES_PER_SHARD, 0),
-        ("one new month", FILES + SHARDS, 1, GROUPS),
+    for name, files, scan_files, commits_before, items in (
+        ("full build", FILES, FILES_PER_SHARD, 0, group_items()),
+        ("one new month", FILES + SHARDS, 1, GROUPS, packed_items(FILES_PER_SHARD + 1, 1)),
     ):
-        t_plan = m.first_pod + a("node_launch") + pod_step(m, plan_work(m, files)) - m.handoff
+        work = plan_work(m, files)
+        if commits_before:  # plan reads each changed shard's previous list, 16 at a time
+            work += m.pack_estimate_s + math.ceil(SHARDS / 16) * lat
+        t_plan = m.first_pod + a("node_launch") + pod_step(m, work) - m.handoff
         t_init = pod_step(m, m.init_s + commit_s(m, commits_before))
         f = fan(
             m,
@@ -305,6 +357,7 @@ def scenarios(m: Measured) -> dict[str, dict[str, float]]:
             scan_files * full_file + lat,
             commits_before + 1,
             rewrite=commits_before > 0,  # a new month commits every group again
+            items=items,
         )
         t_fan = f["end"] - t_plan - t_init
         t_val = pod_step(m, a("validate_work"))
@@ -312,7 +365,7 @@ def scenarios(m: Measured) -> dict[str, dict[str, float]]:
         out[name] = {
             "submit -> plan done": t_plan,
             "init": t_init,
-            "group fan-out (last child done)": f["scans_end"] - t_plan - t_init,
+            "scan fan-out (last child done)": f["scans_end"] - t_plan - t_init,
             "fan-in (last commit)": f["commits_end"] - t_plan - t_init,
             "scans + commits (overlapped)": t_fan,
             "validate": t_val,
@@ -377,9 +430,13 @@ def render(results: Path) -> list[str]:
     budget = (TARGETS_MIN["one new month"] * 60 - (month["total"] - commits)) / GROUPS
     lines += [
         "",
-        f"One new month is bound by the committer: {GROUPS} commits of "
-        f"{commits / GROUPS:.2f} s ({commits / 60:.1f} min). Within "
-        f"{TARGETS_MIN['one new month']:.0f} min the rest of that run leaves "
+        f"One new month: plan packs the 2,760 changed shards into "
+        f"{len(packed_items(FILES_PER_SHARD + 1, 1))} children "
+        f"({sum(i.pods for i in packed_items(FILES_PER_SHARD + 1, 1))} scan pods; "
+        "`vcube.packing`, `pack-refresh.json`), so its scans end after "
+        f"{month['scan fan-out (last child done)'] / 60:.1f} min and the run is bound by the "
+        f"committer: {GROUPS} commits of {commits / GROUPS:.2f} s ({commits / 60:.1f} min). "
+        f"Within {TARGETS_MIN['one new month']:.0f} min the rest of that run leaves "
         f"{budget:.2f} s per commit: a group committed again at the tip takes "
         f"{(m.commit_cpu_first + m.commit_cpu_slope * GROUPS + m.rewrite_cpu_extra):.2f} s "
         f"of CPU and {m.commit_round_trips + m.rewrite_round_trips:.0f} sequential round "

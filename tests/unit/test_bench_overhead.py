@@ -67,6 +67,7 @@ def _measured(**kw: float) -> atlas_model.Measured:
         "commit_source": "fanin-run1.json",
         "rewrite_cpu_extra": 0.0,
         "rewrite_round_trips": 3.0,
+        "pack_estimate_s": 0.0,
         "tip": None,
         "requeue": "2s",
         "handoff": 1.0,
@@ -119,3 +120,17 @@ def test_commit_cpu_stops_growing_with_the_full_atlas() -> None:
     m = _measured(commit_cpu_slope=0.001)
     assert atlas_model.commit_s(m, 690) > atlas_model.commit_s(m, 0)
     assert atlas_model.commit_s(m, 2000) == atlas_model.commit_s(m, 690)
+
+
+def test_a_new_months_fan_out_is_planned_by_the_packing_code() -> None:
+    """The model's new month fans out what `plan` would: 2,760 shards with one new file each
+    in 11 children of at most 4 pods (bench/results/pack-refresh.json), every group complete
+    exactly once, and the children finish long before a child per group would."""
+    items = atlas_model.packed_items(atlas_model.FILES_PER_SHARD + 1, 1)
+    assert len(items) == 11
+    assert sum(i.pods for i in items) == 44
+    assert sum(i.groups_done for i in items) == atlas_model.GROUPS
+    m = _measured()
+    packed = atlas_model.fan(m, 0.0, 1.0, 690, rewrite=True, items=items)
+    per_group = atlas_model.fan(m, 0.0, 1.0, 690, rewrite=True)
+    assert packed["scans_end"] < per_group["scans_end"] / 3
