@@ -51,7 +51,10 @@ class _GroupRefs:
         parent's missing input, so the parent leaves the tag to the child (checked with
         Argo v4.0.5's own `util/template.Replace`: a sprig function would have returned "")."""
         shard = "inputs.parameters.shard"
-        expr = f"let s = split({shard}, ','); len(s) > 1 ? s[0] + '-to-' + s[-1] : s[0]"
+        # No <, > or &: the parent holds this child as JSON, where Go escapes them, and its
+        # expression tags then fail to parse ("invalid character '>' in string escape code":
+        # every group step failed on the real controller).
+        expr = f"let s = split({shard}, ','); len(s) == 1 ? s[0] : s[0] + '-to-' + s[-1]"
         return f"scan-{{{{={expr}}}}}"
 
 

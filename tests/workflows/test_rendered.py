@@ -450,3 +450,17 @@ def test_one_committer_runs_beside_the_scans_and_nothing_to_do_is_plan_and_valid
     (art,) = templates["status"]["outputs"]["artifacts"]
     assert art["path"] == "/tmp/outputs/status.png" and art["optional"] is True
     assert templates["status"]["container"]["args"][2:4] == ["--plot", art["path"]]
+
+
+def test_expression_tags_in_the_child_manifest_hold_no_html_escaped_characters() -> None:
+    """The parent keeps the child Workflow as a string inside its JSON spec, where Go escapes
+    <, > and & (\\u003e ...); an expression tag holding one then fails to parse in the parent
+    ("failed to unmarshall JSON expression: invalid character '>' in string escape code") and
+    every group step errors. Seen on the real controller (tests/cluster) with `len(s) > 1`."""
+    manifest = next(
+        t["resource"]["manifest"] for t in template_dict()["spec"]["templates"] if "resource" in t
+    )
+    tags = re.findall(r"\{\{=(.*?)\}\}", manifest)
+    assert tags, "the child's own inputs are expression tags"
+    bad = [t for t in tags if set(t) & set("<>&")]
+    assert not bad, bad
