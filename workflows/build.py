@@ -57,7 +57,8 @@ def build_template(opts: parts.BuildOptions | None = None) -> WorkflowTemplate:
     """The parent ``vcube-build``: plan → init → one child workflow per group → validate."""
     opts = opts or parts.BuildOptions()
     # Rendered before entering this template's context: Hera would add the child's steps here.
-    child = yaml.safe_dump(child_workflow(opts), sort_keys=False)
+    # Unfolded: the parent substitutes expression tags in this text before parsing it.
+    child = yaml.safe_dump(child_workflow(opts), sort_keys=False, width=1 << 30)
     with WorkflowTemplate(
         name=opts.name,
         annotations={

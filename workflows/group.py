@@ -51,10 +51,12 @@ class _GroupRefs:
         parent's missing input, so the parent leaves the tag to the child (checked with
         Argo v4.0.5's own `util/template.Replace`: a sprig function would have returned "")."""
         shard = "inputs.parameters.shard"
-        # No <, > or &: the parent holds this child as JSON, where Go escapes them, and its
-        # expression tags then fail to parse ("invalid character '>' in string escape code":
-        # every group step failed on the real controller).
-        expr = f"let s = split({shard}, ','); len(s) == 1 ? s[0] : s[0] + '-to-' + s[-1]"
+        # The parent substitutes the child's manifest as raw YAML text, then holds it as JSON:
+        # the tag must read the same in the text as in the value. So no <, > or & (Go escapes
+        # them in JSON: "failed to unmarshall JSON expression"), no ": " or " #" (the YAML
+        # would quote the string and double its quotes), written on one line (child_workflow
+        # dumps without folding). Both seen on the real controller, which errored every group.
+        expr = f"let s=split({shard},',');len(s)==1?s[0]:s[0]+'-to-'+s[-1]"
         return f"scan-{{{{={expr}}}}}"
 
 

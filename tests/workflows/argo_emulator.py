@@ -42,8 +42,8 @@ _VAR = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 # The one other expression the templates use (the scan's display name): first and last of a
 # split list, as Argo v4.0.5 evaluates it (expr-lang's split, let, s[-1]).
 _FIRST_TO_LAST = re.compile(
-    r"let s = split\((?P<var>[\w.-]+), '(?P<sep>[^']*)'\); "
-    r"len\(s\) == 1 \? s\[0\] : s\[0\] \+ '(?P<mid>[^']*)' \+ s\[-1\]"
+    r"let s=split\((?P<var>[\w.-]+),'(?P<sep>[^']*)'\);"
+    r"len\(s\)==1\?s\[0\]:s\[0\]\+'(?P<mid>[^']*)'\+s\[-1\]"
 )
 # Tags Argo's validator insists on resolving (GlobalVarValidWorkflowVariablePrefix, v4.0.5);
 # anything else unresolved in a resource manifest is left for the child.

@@ -452,15 +452,26 @@ def test_one_committer_runs_beside_the_scans_and_nothing_to_do_is_plan_and_valid
     assert templates["status"]["container"]["args"][2:4] == ["--plot", art["path"]]
 
 
-def test_expression_tags_in_the_child_manifest_hold_no_html_escaped_characters() -> None:
-    """The parent keeps the child Workflow as a string inside its JSON spec, where Go escapes
-    <, > and & (\\u003e ...); an expression tag holding one then fails to parse in the parent
-    ("failed to unmarshall JSON expression: invalid character '>' in string escape code") and
-    every group step errors. Seen on the real controller (tests/cluster) with `len(s) > 1`."""
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return []
+
+
+def test_the_child_manifests_expression_tags_read_the_same_as_text_and_as_json() -> None:
+    """The parent substitutes the child's manifest as raw YAML text and keeps it in its JSON
+    spec. A tag the YAML folded or quoted (doubled quotes, a line break) or that holds <, > or &
+    (escaped by Go's JSON) fails there: every group step errored on the real controller
+    (tests/cluster) with both. Each tag's raw text must be its value, free of those."""
     manifest = next(
         t["resource"]["manifest"] for t in template_dict()["spec"]["templates"] if "resource" in t
     )
-    tags = re.findall(r"\{\{=(.*?)\}\}", manifest)
-    assert tags, "the child's own inputs are expression tags"
-    bad = [t for t in tags if set(t) & set("<>&")]
-    assert not bad, bad
+    raw = re.findall(r"\{\{=.*?\}\}", manifest)
+    parsed = [t for s in _strings(yaml.safe_load(manifest)) for t in re.findall(r"\{\{=.*?\}\}", s)]
+    assert raw, "the child's own inputs are expression tags"
+    assert sorted(raw) == sorted(parsed)
+    assert not [t for t in raw if set(t) & set("<>&")], raw
