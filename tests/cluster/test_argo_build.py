@@ -190,18 +190,19 @@ def test_build_succeeds_survives_a_lost_scan_pod_and_never_overlaps_a_second_bui
         child = pod["metadata"]["labels"]["workflows.argoproj.io/workflow"]
         committer = wait_for("the first build's running committer", live_committer, 120, 0.2)
         kubectl("delete", "pod", "-n", "vcube", committer["metadata"]["name"], "--wait=false")
-        wait_for(
-            "the deleted scan to run again",
-            lambda: _ran_again(kubectl, child, pod, "scan"),
-            120,
-            every=0.5,
-        )
-        wait_for(
-            "the deleted committer to run again",
-            lambda: _ran_again(kubectl, first, committer, "commit-all"),
-            120,
-            every=0.5,
-        )
+        # Watched together: a pod recreated in place (deleted within Argo's 10 s
+        # recently-started window) runs once more under its old name and may be finished and
+        # collected while the other is still awaited (seen: the committer's, after 15 s).
+        seen = {"scan": False, "commit-all": False}
+
+        def both_ran_again() -> bool:
+            seen["scan"] = seen["scan"] or _ran_again(kubectl, child, pod, "scan")
+            seen["commit-all"] = seen["commit-all"] or _ran_again(
+                kubectl, first, committer, "commit-all"
+            )
+            return all(seen.values())
+
+        wait_for("the deleted scan and committer to run again", both_ran_again, 180, every=0.5)
         proxy.latency = 0.0  # the rest of the build (and reading the cube) at full speed
         _test_build(kubectl, cluster, case, first, second, pod, reference)
     finally:
