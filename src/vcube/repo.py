@@ -22,7 +22,7 @@ from vcube.template import Template
 META_KIND = "vcube"
 MANIFEST_CONCURRENCY = 16
 # Icechunk's caches in vcube's own processes. Its defaults (15 M chunk refs, 500 k snapshot
-# nodes) keep every manifest a long-lived committer writes, and every snapshot: 3.7 GB after the
+# nodes) keep every manifest a long-lived committer writes, and every snapshot: 3.5 GB after the
 # atlas's 690 group commits, over the committer pod's 3 Gi limit; with these, ~0.4 GB flat
 # (bench/results/README.md, "Committer memory"). A commit needs its own group's manifests
 # (24,480 refs at atlas size) and the tip's snapshot, not the others'.
