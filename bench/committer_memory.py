@@ -35,14 +35,6 @@ from vcube import commit, repo, template, workarea
 from vcube.places import Places
 
 
-def rss_mb() -> float:
-    """This process's resident memory now (what a pod's memory limit counts), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
 def prepare(base: Path, *, groups: int, files: int) -> None:
     """Plan, template and every shard's result, once (no repository)."""
     shutil.rmtree(base, ignore_errors=True)
@@ -68,7 +60,7 @@ def commit_all(places: Places, plan: Any, tmpl: Any, phase: str) -> list[dict[st
                 "group": g,
                 "cpu_s": time.process_time() - c0,
                 "wall_s": time.perf_counter() - t0,
-                "rss_mb": rss_mb(),
+                "rss_mb": common.rss_mb(),
             }
         )
         if i % 50 == 0 or i == len(groups) - 1:
@@ -104,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     places = Places.of(sp)
     plan, tmpl = workarea.load_plan(places.work, sp), template.load_template(places.work)
     first = next(pf for fs in common.plan_files(sp).values() for pf in fs)  # the template's
-    rss0 = rss_mb()
+    rss0 = common.rss_mb()
     commit.init_cube(places, plan, tmpl, first)
     caching = str(places.repo().config.caching)
     full = commit_all(places, plan, tmpl, "full build")

@@ -154,6 +154,14 @@ def median(xs: Iterable[float]) -> float:
     return float(statistics.median(list(xs)))
 
 
+def rss_mb() -> float:
+    """This process's resident memory now (what a pod's memory limit counts), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 

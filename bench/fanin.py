@@ -233,7 +233,7 @@ def _commit_loop(
                     # a writer that gives up is a result, not a crash of the bench
                     "error": None if err is None else f"{type(err).__name__}: {err}"[:300],
                     "again": rewrite,
-                    "rss_mb": _rss_mb(),
+                    "rss_mb": common.rss_mb(),
                     **{k: counts[k] - before[k] for k in counts},
                 }
             )
@@ -241,13 +241,6 @@ def _commit_loop(
             before = dict(counts)
             c0, t0, w0 = c1, t1, w1
     return out
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def child_main(argv: list[str]) -> None:

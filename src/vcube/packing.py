@@ -73,12 +73,7 @@ def estimate_scan_work(
     shards = list(shards)
     if not reusable or not shards or work.absent:  # absent: a new local work area
         return {s: len(shard_files[s]) for s in shards}
-    wanted = set(shards)
-    scanned = {
-        sid
-        for info in storage.list_objects(work, prefix="scans/")
-        if (sid := info.key.removeprefix("scans/").removesuffix(".zip")) in wanted
-    }
+    scanned = set(workarea.shards_with_results(work, set(shards)))
 
     def estimate(shard: str) -> int:
         files = shard_files[shard]

@@ -104,11 +104,7 @@ def shard_states(
         if sid in wanted:
             with contextlib.suppress(FileNotFoundError):  # a scan that just succeeded
                 failed[sid] = json.loads(storage.read_bytes(work, info.key)).get("error", "?")
-    listed = [
-        sid
-        for info in storage.list_objects(work, prefix="scans/")
-        if (sid := info.key.removeprefix("scans/").removesuffix(".zip")) in wanted
-    ]
+    listed = workarea.shards_with_results(work, wanted)
 
     def current(sid: str) -> bool:
         if template is None:

@@ -33,6 +33,15 @@ def result_key(shard: str) -> str:
     return f"scans/{shard}.zip"
 
 
+def shards_with_results(work: storage.Location, wanted: set[str]) -> list[str]:
+    """Which of `wanted` have a result object in the work area: one listing, no reads."""
+    return [
+        sid
+        for info in storage.list_objects(work, prefix="scans/")
+        if (sid := info.key.removeprefix("scans/").removesuffix(".zip")) in wanted
+    ]
+
+
 def error_key(shard: str) -> str:
     return f"errors/{shard}.json"
 
