@@ -9,7 +9,9 @@ redoes the rest.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,13 +39,15 @@ from vcube.layout import (
 )
 from vcube.places import Places
 from vcube.plan import Plan, PlanError
-from vcube.repo import META_KIND, history, inputs_digest, save_reader_config
+from vcube.repo import META_KIND, History, history, inputs_digest, save_reader_config
 from vcube.scan import ShardResult, read_result, result_digest
 from vcube.spec import DatasetSpec
 from vcube.template import Template, VarSchema
 from vcube.workarea import result_key
 
 COMMIT_TRIES = 50
+
+log = logging.getLogger(__name__)
 
 
 # --- repository ---------------------------------------------------------------------------------
@@ -265,17 +269,33 @@ def commit_group(
     group: str,
     *,
     on_file: Callable[[int, int], None] | None = None,
-    prepared: Future[GroupRefs] | None = None,
 ) -> dict[str, Any]:
     """Write one group's region (chunk refs and inline values) and commit it once.
-
-    `prepared`: the group's refs being built ahead (`commit_groups`), used instead of
-    building them here.
 
     When another writer commits first, the session is rebased only if the two commits touch
     no common chunk or metadata; otherwise the group's write is redone on the new tip, so the
     read-compare-write of shared inline arrays sees the other writer's values (a rebase that
     kept "ours" would put this group's stale copy of a shared chunk over them).
+    """
+    return _commit_one(places, plan, template, group, on_file=on_file)[0]
+
+
+def _commit_one(
+    places: Places,
+    plan: Plan,
+    template: Template,
+    group: str,
+    *,
+    on_file: Callable[[int, int], None] | None = None,
+    prepared: Future[GroupRefs] | None = None,
+    known: History | None = None,
+) -> tuple[dict[str, Any], History | None]:
+    """`commit_group`, and the branch's history after it (None if not known).
+
+    `prepared`: the group's refs being built ahead (`commit_groups`), used instead of
+    building them here. `known`: the history as the caller last knew it, used instead of
+    reading it when the branch's tip is still that history's tip (checked against the session
+    opened for the commit, so another writer's commit is never missed).
     """
     t0 = time.perf_counter()
     if group not in plan.groups:
@@ -286,23 +306,35 @@ def commit_group(
         )
     digest = inputs_digest(plan, template, group)
     spec = places.spec
+    branch = spec.target.branch
     repo = places.repo()
     refs_of: GroupRefs | None = None
     tries = 0
     while tries < COMMIT_TRIES:
-        hist = history(repo, spec.target.branch)
+        session = None
+        if known is not None:
+            hist, known = known, None  # good for the first try only
+            session = repo.writable_session(branch)
+            if session.snapshot_id != hist.tip:
+                # The branch moved since: read its history again, now at least as new as the
+                # session's base (a newer commit makes ours conflict, handled below).
+                hist = history(repo, branch)
+        else:
+            hist = history(repo, branch)
         if hist.init is None:
             raise CommitError("the cube has no init commit: run `vcube init` first")
         done = hist.groups.get(group)
         if done is not None and done.metadata.get("inputs") == digest:
-            return _commit_summary(group, False, done.id, plan.group_files(group), 0, t0)
+            n = plan.group_files(group)
+            return _commit_summary(group, False, done.id, n, 0, t0), hist
+        if session is None:
+            session = repo.writable_session(branch)
         if refs_of is None:
             refs_of = (
                 prepared.result()
                 if prepared is not None
                 else build_group_refs(places, plan, template, group, on_file)
             )
-        session = repo.writable_session(spec.target.branch)
         n_files, refs = _write_group(
             places, plan, template, session.store, refs_of, done is not None
         )
@@ -314,23 +346,26 @@ def commit_group(
             "plan": plan.digest,
             "refs": refs,
         }
+        rebased = False
         while tries < COMMIT_TRIES:
             tries += 1
             try:
                 snap = session.commit(
                     f"commit group {group}: {n_files} files", metadata=metadata, allow_empty=True
                 )
-                return _commit_summary(group, True, snap, n_files, refs, t0)
+                after = None if rebased else hist.after(snap, metadata)
+                return _commit_summary(group, True, snap, n_files, refs, t0), after
             except icechunk.ConflictError:
                 pass
             try:
                 session.rebase(icechunk.ConflictDetector())
             except icechunk.RebaseFailedError:
                 break  # a chunk both wrote: redo the write on the new tip
+            rebased = True
             # If the other writer committed this very group, ours is a duplicate: drop it.
-            now = history(repo, spec.target.branch).groups.get(group)
+            now = history(repo, branch).groups.get(group)
             if now is not None and now.metadata.get("inputs") == digest:
-                return _commit_summary(group, False, now.id, n_files, 0, t0)
+                return _commit_summary(group, False, now.id, n_files, 0, t0), None
     raise CommitError(f"group {group}: still conflicting after {COMMIT_TRIES} tries")
 
 
@@ -341,26 +376,74 @@ def commit_groups(
     (group, None, the error) per group; stop iterating to stop.
 
     While one group's commit waits on Icechunk (its Rust code runs without the GIL) and on S3,
-    the next group's shard results are read and its refs built in a second thread: the
-    committer of a new month commits every group back to back, and this is the part of a
-    commit that does not need the repository.
+    the next group's shard results are read, its refs built and the manifests its commit
+    replaces fetched, in a second thread: the committer of a new month commits every group
+    back to back, and this is the part of a commit that does not need the writable session.
+    The branch's history is read once, then advanced by each own commit (`History.after`).
     """
+    known: History | None = None
+    places.repo()  # opened here, before the second thread also asks for it
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vcube-prepare") as pool:
 
         def ahead(i: int) -> Future[GroupRefs] | None:
             if i >= len(groups):
                 return None
-            return pool.submit(build_group_refs, places, plan, template, groups[i])
+            return pool.submit(_prepare, places, plan, template, groups[i])
 
         nxt = ahead(0)
         for i, g in enumerate(groups):
             cur, nxt = nxt, ahead(i + 1)
             try:
-                res = commit_group(places, plan, template, g, prepared=cur)
+                res, known = _commit_one(places, plan, template, g, prepared=cur, known=known)
             except Exception as e:  # the caller decides which errors end the run
+                known = None
                 yield g, None, e
                 continue
             yield g, res, None
+
+
+def _prepare(places: Places, plan: Plan, template: Template, group: str) -> GroupRefs:
+    """`build_group_refs`, then the group's current manifests fetched into the repository's
+    cache (`warm_manifests`)."""
+    built = build_group_refs(places, plan, template, group)
+    warm_manifests(places, template, built)
+    return built
+
+
+def warm_manifests(places: Places, template: Template, built: GroupRefs) -> None:
+    """Fetch the manifests that a commit of this group reads into the repository's cache.
+
+    Icechunk reads every manifest a commit replaces before writing the new one (also when the
+    commit sets every ref again, as a new month does to each group), and the inline arrays'
+    regions are read through theirs: ~40 GETs, three waves on the commit's path at the tip.
+    Fetched here, while the group before commits, they are cache hits there. Only a cache: a
+    manifest replaced in between is not the one looked up, so it is read as before.
+    """
+    try:
+        _look_up_group(places, template, built)
+    except icechunk.IcechunkError as e:  # the commit reads what is missing, or says why
+        log.warning("group %s: its manifests were not fetched ahead: %s", built.group, e)
+
+
+def _look_up_group(places: Places, template: Template, built: GroupRefs) -> None:
+    """Look up one chunk of the group in every array it writes, at the branch's tip."""
+    store = places.repo().readonly_session(branch=places.spec.target.branch).store
+    keys = [
+        f"{name}/c/" + "/".join(str(i) for i in index[0])
+        for name, index in built.indices.items()
+        if index
+    ]
+    files = _inline_files(built.results, template)
+    for v in _inline_todo(places.spec, template) if files else []:
+        arr = zarr.open_array(store, path=v.name, mode="r")
+        starts, _ = _inline_region(v, files)
+        chunk = [starts.get(d, 0) // n for d, n in zip(v.dims, arr.metadata.chunks, strict=True)]
+        keys.append(f"{v.name}/{arr.metadata.encode_chunk_key(tuple(chunk))}")
+
+    async def look() -> None:
+        await asyncio.gather(*(store.exists(k) for k in keys))
+
+    sync(look())
 
 
 @dataclass(frozen=True)
@@ -530,37 +613,24 @@ def _write_inline(
     On a rewrite the group's part of arrays along `commit_by` starts from the fill value, so a
     file that disappeared leaves no old values behind.
     """
-    layout = template.steps
-    files = [
-        (res, i, layout.places(f["pos"]))
-        for res in results
-        for i, f in enumerate(res.meta["files"])
-    ]
+    files = _inline_files(results, template)
     if not files:
         return
-    path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
-    todo = [v for v in template.inline_varying() if v.name not in path_dims]  # path: by init
+    todo = _inline_todo(spec, template)
     for v in todo:
         if any(v.name not in r.values for r in results):
             raise CommitError(f"group {group}: the scans lack {v.name}: scan the group again")
 
-    def region_of(v: VarSchema) -> tuple[dict[str, int], tuple[slice, ...]]:
-        starts = {d: min(p[d][0] for _, _, p in files) for d in v.varies}
-        stops = {d: max(p[d][0] + p[d][1] for _, _, p in files) for d in v.varies}
-        return starts, tuple(
-            slice(starts[d], stops[d]) if d in starts else slice(None) for d in v.dims
-        )
-
     def read(v: VarSchema) -> tuple[Any, np.ndarray]:
         arr = zarr.open_array(store, path=v.name, mode="r+")
-        return arr, np.asarray(arr[region_of(v)[1]])
+        return arr, np.asarray(arr[_inline_region(v, files)[1]])
 
     # The arrays' current regions are read all at once: each read waits for its manifest and
     # chunk, so one after another they cost two round trips per array.
     with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
         current = list(pool.map(read, todo))
     for v, (arr, old) in zip(todo, current, strict=True):
-        starts, region = region_of(v)
+        starts, region = _inline_region(v, files)
         new = old.copy()
         if rewrite and spec.cube.commit_by in v.dims:
             new[...] = arr.metadata.fill_value
@@ -579,6 +649,29 @@ def _write_inline(
                 )
         if not np.array_equal(old, new, equal_nan=new.dtype.kind in "fc"):
             arr[region] = new
+
+
+InlineFiles = list[tuple[ShardResult, int, dict[str, tuple[int, int]]]]
+
+
+def _inline_files(results: list[ShardResult], template: Template) -> InlineFiles:
+    """Every file of the results: its result, its row there, and its places in the cube."""
+    layout = template.steps
+    return [(r, i, layout.places(f["pos"])) for r in results for i, f in enumerate(r.meta["files"])]
+
+
+def _inline_todo(spec: DatasetSpec, template: Template) -> list[VarSchema]:
+    """The inline variables a group commit writes (a path dimension's values are init's)."""
+    path_dims = {d.name for d in spec.cube.dims if d.values == "path"}
+    return [v for v in template.inline_varying() if v.name not in path_dims]
+
+
+def _inline_region(v: VarSchema, files: InlineFiles) -> tuple[dict[str, int], tuple[slice, ...]]:
+    """The region of `v` that the files cover: its start along each dim it varies in, and the
+    slices (whole along the others)."""
+    starts = {d: min(p[d][0] for _, _, p in files) for d in v.varies}
+    stops = {d: max(p[d][0] + p[d][1] for _, _, p in files) for d in v.varies}
+    return starts, tuple(slice(starts[d], stops[d]) if d in starts else slice(None) for d in v.dims)
 
 
 def _place_inline(

@@ -130,6 +130,24 @@ class History:
     groups: dict[str, Any] = field(default_factory=dict)  # group -> newest SnapshotInfo
     tip: str | None = None
 
+    def after(self, snapshot: str, metadata: dict[str, Any]) -> History:
+        """This history with one more group commit on top: what a committer knows of the
+        branch after its own commit, without reading the history back (one round trip per
+        commit). Valid only while the branch's tip is `snapshot` (`commit.commit_group` checks
+        that against the session it opens)."""
+        groups = dict(self.groups)
+        groups[str(metadata["group"])] = OwnCommit(snapshot, metadata)
+        return History(init=self.init, groups=groups, tip=snapshot)
+
+
+@dataclass(frozen=True)
+class OwnCommit:
+    """A commit this process made: the parts of Icechunk's SnapshotInfo that `History` users
+    read (`History.after`)."""
+
+    id: str
+    metadata: dict[str, Any]
+
 
 def history(repo: icechunk.Repository, branch: str) -> History:
     h = History()

@@ -340,14 +340,16 @@ def commit_all_step(
         ready = [g for g in todo if all(s in scanned for s in plan.groups[g])]
         for g in ready:
             todo.remove(g)
-            try:
-                res = commit.commit_group(places, plan, tmpl, g)
-            except (CommitError, template.TemplateError, scan.ScanError) as e:
-                if e.__cause__ is not None:  # maybe the store's fault: the step's retry decides
-                    raise
-                failed[g] = storage.first_line(e)
+        # In order, the next group prepared while one commits (commit.commit_groups).
+        for g, res, err in commit.commit_groups(places, plan, tmpl, ready):
+            if err is not None:
+                known = (CommitError, template.TemplateError, scan.ScanError)
+                if not isinstance(err, known) or err.__cause__ is not None:
+                    raise err  # maybe the store's fault: the step's retry decides
+                failed[g] = storage.first_line(err)
                 log.error("commit-all: group %s not committed: %s", g, failed[g])
                 continue
+            assert res is not None
             changed += int(bool(res["changed"]))
             refs += int(res.get("refs", 0))
             done += 1

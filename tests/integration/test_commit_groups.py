@@ -70,6 +70,62 @@ def test_groups_commit_in_order_and_an_error_stays_with_its_group(
     assert sorted(hist.groups) == ["000", "002"]
 
 
+def test_commit_all_commits_through_the_pipeline(
+    scanned: tuple[DatasetSpec, Places], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vcube commit-all` (commit_all_step) builds every group's refs in the second thread."""
+    _, places = scanned
+    built_in: dict[str, str] = {}
+    build = commit.build_group_refs
+
+    def recording(*a: Any, **k: Any) -> commit.GroupRefs:
+        built_in[a[3]] = threading.current_thread().name
+        return build(*a, **k)
+
+    monkeypatch.setattr(commit, "build_group_refs", recording)
+    out = steps.commit_all_step(places)
+    assert out["committed"] == 3
+    assert set(built_in) == {"000", "001", "002"}
+    assert all(name.startswith("vcube-prepare") for name in built_in.values()), built_in
+
+
+def test_the_history_is_read_once_and_again_when_another_writer_committed(
+    scanned: tuple[DatasetSpec, Places], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The committer reads the branch history once, then knows it from its own commits; when
+    the tip is not its own last commit (another writer committed 002 in between), it reads the
+    history again, and so does not commit 002 a second time."""
+    spec, places = scanned
+    plan = workarea.load_plan(places.work, spec)
+    tmpl = template.load_template(places.work)
+    reads: list[str | None] = []
+    read = commit.history
+
+    def counted(r: icechunk.Repository, branch: str) -> repo.History:
+        h = read(r, branch)
+        reads.append(h.tip)
+        return h
+
+    monkeypatch.setattr(commit, "history", counted)
+    run = commit.commit_groups(places, plan, tmpl, ["000", "001", "002"])
+    first = next(run)
+    assert first[1] is not None and first[1]["changed"]
+    assert len(reads) == 1
+    other = Places.of(spec)  # another writer, its own Repository
+    theirs = commit.commit_group(other, plan, tmpl, "002")
+    assert theirs["changed"] and len(reads) == 2  # its own read
+    rest = list(run)
+    assert [g for g, _, _ in rest] == ["001", "002"]
+    assert rest[0][1] is not None and rest[0][1]["changed"]
+    assert rest[1][1] is not None and not rest[1][1]["changed"]
+    assert rest[1][1]["snapshot"] == theirs["snapshot"]
+    assert reads[2] == theirs["snapshot"]  # read again: the tip was theirs
+    assert len(reads) == 3  # and not for 002: the committer knew it after 001
+    ancestry = list(places.repo().ancestry(branch=spec.target.branch))
+    committed = [s.metadata["group"] for s in ancestry if s.metadata.get("vcube") == "group"]
+    assert sorted(committed) == ["000", "001", "002"]
+
+
 @pytest.mark.parametrize(("cached_refs", "reads_back"), [(1, True), (15_000_000, False)])
 def test_the_committer_runs_with_the_bounded_cache(
     s3_server: S3Server,
@@ -109,3 +165,44 @@ def test_the_committer_runs_with_the_bounded_cache(
         saved = icechunk.Repository.fetch_config(storage.icechunk_storage(places.target))
         assert saved is not None
         assert saved.caching is None or saved.caching.num_chunk_refs != cached_refs
+
+
+def test_the_manifests_a_commit_replaces_are_fetched_ahead(
+    s3_server: S3Server,
+    make_bucket: Callable[[str], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A group committed again by a fresh process (its manifests in no cache, as in a new
+    month): `warm_manifests`, which the prepare thread runs, reads them from S3, and the commit
+    itself then reads none."""
+    root = tmp_path / "archive"
+    write_sample_archive(root, polygons=2, dates=1, months=2, grid=(6, 5), levels=2)
+    archive, cubes = make_bucket("archive"), make_bucket("cubes")
+    s3_server.upload_dir(root, archive, "data")
+    with FaultProxy("127.0.0.1", s3_server.port) as proxy:
+        _, spec = s3_spec(tmp_path / "spec.yaml", proxy.endpoint, archive, cubes)
+        steps.plan_step(spec)
+        steps.init_step(spec)
+        places = Places.of(spec)
+        plan = workarea.load_plan(places.work, spec)
+        for sid in plan.shards:
+            steps.scan_step(places, sid)
+        tmpl = template.load_template(places.work)
+        assert commit.commit_group(places, plan, tmpl, "000")["changed"]
+        digest = commit.inputs_digest
+        monkeypatch.setattr(commit, "inputs_digest", lambda *a: digest(*a) + "-again")
+
+        def manifest_gets(since: int) -> list[str]:
+            recs = proxy.stats.records[since:]
+            return [r.target for r in recs if r.method == "GET" and "/manifests/" in r.target]
+
+        fresh = Places.of(spec)  # another process: empty caches
+        built = commit.build_group_refs(fresh, plan, tmpl, "000")
+        n0 = len(proxy.stats.records)
+        commit.warm_manifests(fresh, tmpl, built)
+        warmed = manifest_gets(n0)
+        n1 = len(proxy.stats.records)
+        assert commit.commit_group(fresh, plan, tmpl, "000")["changed"]
+        assert warmed, "nothing was fetched ahead"
+        assert manifest_gets(n1) == [], f"read again by the commit (ahead: {len(warmed)})"
