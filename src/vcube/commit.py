@@ -9,9 +9,7 @@ redoes the rest.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,8 +44,6 @@ from vcube.template import Template, VarSchema
 from vcube.workarea import result_key
 
 COMMIT_TRIES = 50
-
-log = logging.getLogger(__name__)
 
 
 # --- repository ---------------------------------------------------------------------------------
@@ -376,19 +372,18 @@ def commit_groups(
     (group, None, the error) per group; stop iterating to stop.
 
     While one group's commit waits on Icechunk (its Rust code runs without the GIL) and on S3,
-    the next group's shard results are read, its refs built and the manifests its commit
-    replaces fetched, in a second thread: the committer of a new month commits every group
-    back to back, and this is the part of a commit that does not need the writable session.
+    the next group's shard results are read and its refs built in a second thread: the
+    committer of a new month commits every group back to back, and this is the part of a
+    commit that does not need the repository.
     The branch's history is read once, then advanced by each own commit (`History.after`).
     """
     known: History | None = None
-    places.repo()  # opened here, before the second thread also asks for it
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vcube-prepare") as pool:
 
         def ahead(i: int) -> Future[GroupRefs] | None:
             if i >= len(groups):
                 return None
-            return pool.submit(_prepare, places, plan, template, groups[i])
+            return pool.submit(build_group_refs, places, plan, template, groups[i])
 
         nxt = ahead(0)
         for i, g in enumerate(groups):
@@ -400,50 +395,6 @@ def commit_groups(
                 yield g, None, e
                 continue
             yield g, res, None
-
-
-def _prepare(places: Places, plan: Plan, template: Template, group: str) -> GroupRefs:
-    """`build_group_refs`, then the group's current manifests fetched into the repository's
-    cache (`warm_manifests`)."""
-    built = build_group_refs(places, plan, template, group)
-    warm_manifests(places, template, built)
-    return built
-
-
-def warm_manifests(places: Places, template: Template, built: GroupRefs) -> None:
-    """Fetch the manifests that a commit of this group reads into the repository's cache.
-
-    Icechunk reads every manifest a commit replaces before writing the new one (also when the
-    commit sets every ref again, as a new month does to each group), and the inline arrays'
-    regions are read through theirs: ~40 GETs, three waves on the commit's path at the tip.
-    Fetched here, while the group before commits, they are cache hits there. Only a cache: a
-    manifest replaced in between is not the one looked up, so it is read as before.
-    """
-    try:
-        _look_up_group(places, template, built)
-    except icechunk.IcechunkError as e:  # the commit reads what is missing, or says why
-        log.warning("group %s: its manifests were not fetched ahead: %s", built.group, e)
-
-
-def _look_up_group(places: Places, template: Template, built: GroupRefs) -> None:
-    """Look up one chunk of the group in every array it writes, at the branch's tip."""
-    store = places.repo().readonly_session(branch=places.spec.target.branch).store
-    keys = [
-        f"{name}/c/" + "/".join(str(i) for i in index[0])
-        for name, index in built.indices.items()
-        if index
-    ]
-    files = _inline_files(built.results, template)
-    for v in _inline_todo(places.spec, template) if files else []:
-        arr = zarr.open_array(store, path=v.name, mode="r")
-        starts, _ = _inline_region(v, files)
-        chunk = [starts.get(d, 0) // n for d, n in zip(v.dims, arr.metadata.chunks, strict=True)]
-        keys.append(f"{v.name}/{arr.metadata.encode_chunk_key(tuple(chunk))}")
-
-    async def look() -> None:
-        await asyncio.gather(*(store.exists(k) for k in keys))
-
-    sync(look())
 
 
 @dataclass(frozen=True)
