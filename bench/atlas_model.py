@@ -64,7 +64,12 @@ ASSUMPTIONS: dict[str, tuple[float, str]] = {
         "CPU a scan pod gets: its request in k8s/base (Karpenter packs by "
         "request, so under full load a pod has about that much)",
     ),
-    "commit_cores": (1.0, "the committer's CPU request; the measured commit CPU fits in it"),
+    "commit_cores": (
+        1.0,
+        "the committer's CPU request; its commit CPU is charged in full: on two cores its "
+        "commits were no faster (`committer-cores.json`: Icechunk's threads and vcube's "
+        "contend, they do not overlap)",
+    ),
     "poll": (
         5.0,
         "commit-all's poll interval (`--poll 5`): an idle committer sees a complete "
@@ -258,7 +263,7 @@ def commit_s(m: Measured, n: int, *, rewrite: bool = False) -> float:
     if rewrite:
         cpu += m.rewrite_cpu_extra
         trips += m.rewrite_round_trips
-    return cpu / a("commit_cores") + trips * a("s3_latency")
+    return cpu + trips * a("s3_latency")
 
 
 @dataclass(frozen=True)

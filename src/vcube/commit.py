@@ -227,22 +227,18 @@ def _set_refs(
 
 
 def load_group_results(
-    work: storage.Location, plan: Plan, template: Template, group: str
+    work: storage.Location,
+    plan: Plan,
+    template: Template,
+    group: str,
+    data: list[bytes | None] | None = None,
 ) -> list[ShardResult]:
-    """The group's shard results, checked against the current inputs; read in parallel (one
-    round trip to S3 instead of one per shard), returned in the plan's order."""
+    """The group's shard results, checked against the current inputs, in the plan's order.
 
-    def read(sid: str) -> bytes | None:
-        try:
-            return storage.read_bytes(work, result_key(sid))
-        except FileNotFoundError:
-            return None
-
+    `data`: their bytes as `read_group_results` returned them (read ahead), else read here."""
     sids = plan.groups[group]
-    with ThreadPoolExecutor(max_workers=max(1, min(len(sids), 16))) as pool:
-        data = list(pool.map(read, sids))
     out = []
-    for sid, raw in zip(sids, data, strict=True):
+    for sid, raw in zip(sids, data or read_group_results(work, plan, group), strict=True):
         if raw is None:
             raise CommitError(
                 f"group {group}: shard {sid} has not been scanned: "
@@ -256,6 +252,21 @@ def load_group_results(
             )
         out.append(res)
     return out
+
+
+def read_group_results(work: storage.Location, plan: Plan, group: str) -> list[bytes | None]:
+    """The bytes of the group's shard results (None where there is none), read in parallel: one
+    round trip to S3 instead of one per shard."""
+
+    def read(sid: str) -> bytes | None:
+        try:
+            return storage.read_bytes(work, result_key(sid))
+        except FileNotFoundError:
+            return None
+
+    sids = plan.groups[group]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(sids), 16))) as pool:
+        return list(pool.map(read, sids))
 
 
 def commit_group(
@@ -283,13 +294,13 @@ def _commit_one(
     group: str,
     *,
     on_file: Callable[[int, int], None] | None = None,
-    prepared: Future[GroupRefs] | None = None,
+    prepared: Future[list[bytes | None]] | None = None,
     known: History | None = None,
 ) -> tuple[dict[str, Any], History | None]:
     """`commit_group`, and the branch's history after it (None if not known).
 
-    `prepared`: the group's refs being built ahead (`commit_groups`), used instead of
-    building them here. `known`: the history as the caller last knew it, used instead of
+    `prepared`: the group's shard results being read ahead (`commit_groups`), used instead
+    of reading them here. `known`: the history as the caller last knew it, used instead of
     reading it when the branch's tip is still that history's tip (checked against the session
     opened for the commit, so another writer's commit is never missed).
     """
@@ -326,11 +337,8 @@ def _commit_one(
         if session is None:
             session = repo.writable_session(branch)
         if refs_of is None:
-            refs_of = (
-                prepared.result()
-                if prepared is not None
-                else build_group_refs(places, plan, template, group, on_file)
-            )
+            data = prepared.result() if prepared is not None else None
+            refs_of = build_group_refs(places, plan, template, group, on_file, data)
         n_files, refs = _write_group(
             places, plan, template, session.store, refs_of, done is not None
         )
@@ -371,19 +379,20 @@ def commit_groups(
     """Commit `groups` in order, one `commit_group` each, yielding (group, summary, None) or
     (group, None, the error) per group; stop iterating to stop.
 
-    While one group's commit waits on Icechunk (its Rust code runs without the GIL) and on S3,
-    the next group's shard results are read and its refs built in a second thread: the
-    committer of a new month commits every group back to back, and this is the part of a
-    commit that does not need the repository.
-    The branch's history is read once, then advanced by each own commit (`History.after`).
+    While one group commits, the next group's shard results are read from S3 in a second
+    thread (their round trip off the commit's path); they are decoded and the refs built in
+    the committing thread: done in the second thread too, that CPU work contended with the
+    commit's and made each commit slower (bench/results/README.md, "A second core and the
+    pipeline"). The branch's history is read once, then advanced by each own commit
+    (`History.after`).
     """
     known: History | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vcube-prepare") as pool:
 
-        def ahead(i: int) -> Future[GroupRefs] | None:
+        def ahead(i: int) -> Future[list[bytes | None]] | None:
             if i >= len(groups):
                 return None
-            return pool.submit(build_group_refs, places, plan, template, groups[i])
+            return pool.submit(read_group_results, places.work, plan, groups[i])
 
         nxt = ahead(0)
         for i, g in enumerate(groups):
@@ -415,9 +424,11 @@ def build_group_refs(
     template: Template,
     group: str,
     on_file: Callable[[int, int], None] | None = None,
+    data: list[bytes | None] | None = None,
 ) -> GroupRefs:
-    """Read a group's shard results and place every file's chunk refs in the cube."""
-    results = load_group_results(places.work, plan, template, group)
+    """Read a group's shard results (or decode `data`, read ahead) and place every file's chunk
+    refs in the cube."""
+    results = load_group_results(places.work, plan, template, group, data)
     src = places.source
     virt = template.virtual_varying()
     n_files = sum(len(r.meta["files"]) for r in results)

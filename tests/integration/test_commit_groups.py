@@ -1,7 +1,7 @@
 """Committing groups back to back (`commit.commit_groups`, what `vcube commit-all` runs): the next
-group's refs are built in a second thread while one commits. Its errors still belong to its
-own group, and the repository vcube opens has bounded caches that readers do not inherit.
-Real netCDF4 files, a real local Icechunk repo."""
+group's results are read in a second thread while one commits, and the history is read once.
+Its errors still belong to its own group, and the repository vcube opens has bounded caches
+that readers do not inherit. Real netCDF4 files, a real local Icechunk repo."""
 
 from __future__ import annotations
 
@@ -41,21 +41,22 @@ def scanned(
 def test_groups_commit_in_order_and_an_error_stays_with_its_group(
     scanned: tuple[DatasetSpec, Places], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """001's result is gone: the build of its refs (ahead, in the other thread) fails, and the
-    error is yielded for 001, after 000 committed; 002 is still committed after it."""
+    """001's result is gone: its refs cannot be built, and the error is yielded for 001, after
+    000 committed; 002 is still committed after it. Every group's results were read ahead, in
+    the other thread."""
     spec, places = scanned
     plan = workarea.load_plan(places.work, spec)
     tmpl = template.load_template(places.work)
     gone = plan.groups["001"][0]
     Path(places.work.local_path, workarea.result_key(gone)).unlink()  # type: ignore[arg-type]
-    built_in: dict[str, str] = {}
-    build = commit.build_group_refs
+    read_in: dict[str, str] = {}
+    read = commit.read_group_results
 
-    def recording(*a: Any, **k: Any) -> commit.GroupRefs:
-        built_in[a[3]] = threading.current_thread().name
-        return build(*a, **k)
+    def recording(*a: Any, **k: Any) -> list[bytes | None]:
+        read_in[a[2]] = threading.current_thread().name
+        return read(*a, **k)
 
-    monkeypatch.setattr(commit, "build_group_refs", recording)
+    monkeypatch.setattr(commit, "read_group_results", recording)
     out = list(commit.commit_groups(places, plan, tmpl, ["000", "001", "002"]))
 
     assert [g for g, _, _ in out] == ["000", "001", "002"]
@@ -63,9 +64,9 @@ def test_groups_commit_in_order_and_an_error_stays_with_its_group(
     assert isinstance(out[1][2], CommitError) and out[1][1] is None
     assert f"shard {gone} has not been scanned" in str(out[1][2])
     assert out[2][1] is not None and out[2][1]["changed"]
-    # Every group's refs were built ahead, never in the committing thread.
-    assert set(built_in) == {"000", "001", "002"}
-    assert all(name.startswith("vcube-prepare") for name in built_in.values()), built_in
+    # Every group's results were read ahead, never in the committing thread.
+    assert set(read_in) == {"000", "001", "002"}
+    assert all(name.startswith("vcube-prepare") for name in read_in.values()), read_in
     hist = repo.history(places.repo(), spec.target.branch)
     assert sorted(hist.groups) == ["000", "002"]
 
@@ -73,20 +74,20 @@ def test_groups_commit_in_order_and_an_error_stays_with_its_group(
 def test_commit_all_commits_through_the_pipeline(
     scanned: tuple[DatasetSpec, Places], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`vcube commit-all` (commit_all_step) builds every group's refs in the second thread."""
+    """`vcube commit-all` (commit_all_step) reads every group's results in the second thread."""
     _, places = scanned
-    built_in: dict[str, str] = {}
-    build = commit.build_group_refs
+    read_in: dict[str, str] = {}
+    read = commit.read_group_results
 
-    def recording(*a: Any, **k: Any) -> commit.GroupRefs:
-        built_in[a[3]] = threading.current_thread().name
-        return build(*a, **k)
+    def recording(*a: Any, **k: Any) -> list[bytes | None]:
+        read_in[a[2]] = threading.current_thread().name
+        return read(*a, **k)
 
-    monkeypatch.setattr(commit, "build_group_refs", recording)
+    monkeypatch.setattr(commit, "read_group_results", recording)
     out = steps.commit_all_step(places)
     assert out["committed"] == 3
-    assert set(built_in) == {"000", "001", "002"}
-    assert all(name.startswith("vcube-prepare") for name in built_in.values()), built_in
+    assert set(read_in) == {"000", "001", "002"}
+    assert all(name.startswith("vcube-prepare") for name in read_in.values()), read_in
 
 
 def test_the_history_is_read_once_and_again_when_another_writer_committed(
