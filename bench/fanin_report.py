@@ -416,7 +416,11 @@ def cores_section(results: Path) -> list[str]:
     runs: list[tuple[str, dict[str, Any]]] = []
     for label, name in (
         ("reads ahead only (shipped)", CORES),
-        ("also built the refs ahead (before)", CORES_BEFORE),
+        (
+            "also built the refs ahead (before; its uncommitted changes were in bench/ "
+            "only; rounds not rotated)",
+            CORES_BEFORE,
+        ),
     ):
         run = _load(results / name)
         if run:
@@ -448,15 +452,33 @@ def cores_section(results: Path) -> list[str]:
                 f"| {st['wall_vs_one_by_one_1_core']:.2f} |"
             )
         out.append("")
+    per_round = [m for _, run in runs for m in _round_medians(run)]
+    lo, hi = min(per_round), max(per_round)
     out += [
-        "A second core does not make a commit faster: Icechunk's own threads and vcube's "
-        "contend rather than overlap. Building the next group's refs in the second thread made "
-        "each commit slower (the GIL and the cores are shared), so commit-all's second thread "
-        "now only reads the next group's results from S3 (its round trip overlaps the commit); "
-        "they are decoded and placed in the committing thread. The atlas model charges the "
-        "commit's CPU in full on one core.",
+        f"On this shared machine the same configuration varies more between rounds ({lo:.2f} "
+        f"to {hi:.2f} s per commit, medians of one round) than the configurations differ from "
+        "each other: a second core is "
+        "not the halving that charging `cpu / cores` would assume, and reading ahead neither "
+        "costs nor saves CPU on local disk (its gain is the S3 round trip of the results, "
+        "which this run has not). Building the refs in the second thread as well was no "
+        "faster either (the GIL and the cores are shared), so commit-all's second thread only "
+        "reads the next group's results; they are decoded and placed in the committing thread. "
+        "The atlas model charges the commit's CPU in full on one core (the pod's request).",
         "",
     ]
+    return out
+
+
+def _round_medians(run: dict[str, Any]) -> list[float]:
+    """Each configuration's median wall per commit in each round (rows are kept round after
+    round, the same number per round)."""
+    out = []
+    for rows in run["runs"].values():
+        n = len(rows) // run["rounds"]
+        out += [
+            float(statistics.median(r["wall_s"] for r in rows[i * n : (i + 1) * n]))
+            for i in range(run["rounds"])
+        ]
     return out
 
 
