@@ -238,7 +238,9 @@ def load_group_results(
     `data`: their bytes as `read_group_results` returned them (read ahead), else read here."""
     sids = plan.groups[group]
     out = []
-    for sid, raw in zip(sids, data or read_group_results(work, plan, group), strict=True):
+    if data is None:
+        data = read_group_results(work, plan, group)
+    for sid, raw in zip(sids, data, strict=True):
         if raw is None:
             raise CommitError(
                 f"group {group}: shard {sid} has not been scanned: "
@@ -381,8 +383,8 @@ def commit_groups(
 
     While one group commits, the next group's shard results are read from S3 in a second
     thread (their round trip off the commit's path); they are decoded and the refs built in
-    the committing thread: done in the second thread too, that CPU work contended with the
-    commit's and made each commit slower (bench/results/README.md, "A second core and the
+    the committing thread: done in the second thread too, that CPU work shares the GIL and the
+    core with the commit and was no faster (bench/results/README.md, "A second core and the
     pipeline"). The branch's history is read once, then advanced by each own commit
     (`History.after`).
     """
@@ -638,7 +640,7 @@ def _inline_region(v: VarSchema, files: InlineFiles) -> tuple[dict[str, int], tu
 
 def _place_inline(
     v: VarSchema,
-    files: list[tuple[ShardResult, int, dict[str, tuple[int, int]]]],
+    files: InlineFiles,
     starts: dict[str, int],
     new: np.ndarray,
     written: np.ndarray,
@@ -697,7 +699,7 @@ def _place_inline(
 
 def _place_inline_per_file(
     v: VarSchema,
-    files: list[tuple[ShardResult, int, dict[str, tuple[int, int]]]],
+    files: InlineFiles,
     starts: dict[str, int],
     new: np.ndarray,
     written: np.ndarray,
