@@ -9,6 +9,7 @@ redoes the rest.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -338,9 +339,12 @@ def _commit_one(
             return _commit_summary(group, False, done.id, n, 0, t0), hist
         if session is None:
             session = repo.writable_session(branch)
-        if refs_of is None:
+        if refs_of is None or (refs_of.base is not None and refs_of.base != _id(done)):
+            # (An incremental write holds only the files added since its base: it is valid on
+            # that commit of the group only, so it is built again when the group moved.)
             data = prepared.result() if prepared is not None else None
-            refs_of = build_group_refs(places, plan, template, group, on_file, data)
+            prepared = None
+            refs_of = build_group_refs(places, plan, template, group, on_file, data, done)
         n_files, refs = _write_group(
             places, plan, template, session.store, refs_of, done is not None
         )
@@ -351,6 +355,7 @@ def _commit_one(
             "inputs": digest,
             "plan": plan.digest,
             "refs": refs,
+            APPENDABLE: refs_of.appendable,
         }
         rebased = False
         while tries < COMMIT_TRIES:
@@ -362,7 +367,8 @@ def _commit_one(
                 after = None if rebased else hist.after(snap, metadata)
                 return _commit_summary(group, True, snap, n_files, refs, t0), after
             except icechunk.ConflictError:
-                pass
+                if refs_of.base is not None:
+                    break  # incremental on the group's commit it read: redo on the new tip
             try:
                 session.rebase(icechunk.ConflictDetector())
             except icechunk.RebaseFailedError:
@@ -373,6 +379,10 @@ def _commit_one(
             if now is not None and now.metadata.get("inputs") == digest:
                 return _commit_summary(group, False, now.id, n_files, 0, t0), None
     raise CommitError(f"group {group}: still conflicting after {COMMIT_TRIES} tries")
+
+
+def _id(snap: Any) -> str | None:
+    return None if snap is None else str(snap.id)
 
 
 def commit_groups(
@@ -408,16 +418,27 @@ def commit_groups(
             yield g, res, None
 
 
+# Commit metadata: how many files of each shard the commit holds and a digest of everything
+# their refs are made from (`_refs_digest`), so that the next commit of the group can write only
+# the files added since (a new month) when the rest is provably the same.
+APPENDABLE = "appendable"
+
+
 @dataclass(frozen=True)
 class GroupRefs:
-    """A group's shard results and the chunk refs made from them: all a commit writes that
-    does not depend on the repository, so it can be built before the commit starts."""
+    """A group's shard results and the chunk refs made from them.
+
+    `base`: None when the specs hold every file's refs (the group's region is written whole);
+    else the id of the group's commit they extend, and they hold only the refs of the files
+    added to each shard since (`build_group_refs`)."""
 
     group: str
     results: list[ShardResult]
     n_files: int
     specs: dict[str, list[icechunk.VirtualChunkSpec]]  # per virtual array
     indices: dict[str, list[list[int]]]  # the specs' chunks, per virtual array
+    appendable: dict[str, Any]  # APPENDABLE of the commit these refs make
+    base: str | None = None
 
 
 def build_group_refs(
@@ -427,9 +448,16 @@ def build_group_refs(
     group: str,
     on_file: Callable[[int, int], None] | None = None,
     data: list[bytes | None] | None = None,
+    done: Any = None,
 ) -> GroupRefs:
     """Read a group's shard results (or decode `data`, read ahead) and place every file's chunk
-    refs in the cube."""
+    refs in the cube.
+
+    `done`: the group's newest commit on the branch, if any. When the first files of every
+    shard are exactly the files that commit holds, with refs made from the same inputs (its
+    APPENDABLE digest equals theirs), only the files after them get refs: those already
+    committed are unchanged (a new month appends one file to each series). Otherwise, or
+    without `done`, every file's refs are made."""
     results = load_group_results(places.work, plan, template, group, data)
     src = places.source
     virt = template.virtual_varying()
@@ -441,6 +469,8 @@ def build_group_refs(
     indices: dict[str, list[list[int]]] = {v.name: [] for v in virt}  # the specs' chunks
     layout = template.steps
     placers = {v.name: RefPlacer(v, layout) for v in virt}
+    sources = []  # per shard: one line per file, what its refs are made from besides its scan
+    found = []  # per shard: each file's places, URL and checksum
     for res in results:
         files = res.meta["files"]
         wheres, urls, etags, mtimes = [], [], [], []
@@ -454,19 +484,56 @@ def build_group_refs(
             checksum = checksum_of(src, fmeta["etag"], fmeta["last_modified"])
             etags.append(checksum if isinstance(checksum, str) else None)
             mtimes.append(checksum if isinstance(checksum, datetime) else None)
+        sources.append(
+            [
+                json.dumps([f["key"], f["size"], u, str(e or m), sorted(w.items())])
+                for f, u, e, m, w in zip(files, urls, etags, mtimes, wheres, strict=True)
+            ]
+        )
+        found.append((wheres, urls, etags, mtimes))
+    placed = sorted((name, p.chunks) for name, p in placers.items())
+    counts = [len(r.meta["files"]) for r in results]
+    appendable = {
+        "files": counts,
+        "digest": _refs_digest(template, placed, results, sources, counts),
+    }
+    start, base = [0] * len(results), None
+    before = (done.metadata or {}).get(APPENDABLE) if done is not None else None
+    before = before if isinstance(before, dict) else {}
+    held = before.get("files")
+    if (
+        isinstance(held, list)
+        and len(held) == len(results)
+        and all(isinstance(n, int) and 0 <= n <= m for n, m in zip(held, counts, strict=True))
+        and before.get("digest") == _refs_digest(template, placed, results, sources, held)
+    ):
+        start, base = list(held), str(done.id)
+    for res, first, (wheres, urls, etags, mtimes) in zip(results, start, found, strict=True):
+        files = res.meta["files"]
+        done_files += len(files)
+        if first == len(files):
+            if on_file:
+                on_file(done_files, n_files)
+            continue  # nothing added to this shard
         for v in virt:
             out = specs[v.name]
             placer = placers[v.name]
-            fast = placer.one_chunk_refs(wheres, res.offsets[v.name], res.lengths[v.name])
+            fast = placer.one_chunk_refs(
+                wheres[first:], res.offsets[v.name][first:], res.lengths[v.name][first:]
+            )
             if fast is not None:  # every file one chunk: its refs in one go
                 at, index, offs, lens = fast
                 indices[v.name] += index
                 out += [
-                    icechunk.VirtualChunkSpec(idx, urls[k], off, n, etags[k], mtimes[k])
+                    icechunk.VirtualChunkSpec(
+                        idx, urls[first + k], off, n, etags[first + k], mtimes[first + k]
+                    )
                     for k, idx, off, n in zip(at, index, offs, lens, strict=True)
                 ]
                 continue
             for i, fmeta in enumerate(files):
+                if i < first:
+                    continue
                 for index1, off1, n1 in placer.refs(
                     fmeta["key"], wheres[i], res.offsets[v.name][i], res.lengths[v.name][i]
                 ):
@@ -481,10 +548,30 @@ def build_group_refs(
                             last_updated_at_checksum=mtimes[i],
                         )
                     )
-        done_files += len(files)
         if on_file:
             on_file(done_files, n_files)
-    return GroupRefs(group, results, n_files, specs, indices)
+    return GroupRefs(group, results, n_files, specs, indices, appendable, base)
+
+
+def _refs_digest(
+    template: Template,
+    placed: list[tuple[str, list[int]]],
+    results: list[ShardResult],
+    sources: list[list[str]],
+    counts: list[int],
+) -> str:
+    """A digest of everything the refs of the first `counts[i]` files of each shard result are
+    made from: the template, each virtual array's cube chunks, each file's key, size, URL,
+    checksum and places in the cube, and its scanned offsets and lengths. Equal digests, equal
+    refs."""
+    h = hashlib.sha256(json.dumps([template.digest, placed, counts]).encode())
+    for res, lines, n in zip(results, sources, counts, strict=True):
+        h.update(json.dumps([res.meta["shard"], lines[:n]]).encode())
+        for name in sorted(res.offsets):
+            for part in (res.offsets[name][:n], res.lengths[name][:n]):
+                h.update(f"{name} {part.shape} {part.dtype}".encode())
+                h.update(np.ascontiguousarray(part).tobytes())
+    return h.hexdigest()[:32]
 
 
 def _write_group(
@@ -506,7 +593,8 @@ def _write_group(
                 f"Icechunk refused refs of {v.name} from {bad.get(tuple(failed[0]), '?')}: "
                 f"chunks {failed[:5]}"
             )
-    if rewrite:  # nothing of the old version may survive
+    if rewrite and built.base is None:  # nothing of the old version may survive
+        # (An incremental write keeps the committed files' refs, which are unchanged.)
         _delete_stale_refs(spec, plan, template, store, results, built.indices)
     _write_inline(spec, plan, template, store, results, built.group, rewrite=rewrite)
     return built.n_files, refs
