@@ -97,6 +97,7 @@ def write_shard_results(
             metas.append(
                 {
                     "key": src_pf.key,  # a real file: the ref can be read back
+                    "size": int(src_pf.size),
                     "etag": src_pf.etag,
                     "last_modified": src_pf.last_modified,
                     "pos": list(pf.pos),

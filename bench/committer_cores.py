@@ -8,7 +8,8 @@ trips). Uses `bench.profile_commit`'s history (689 group commits of 720 files x 
 variables; built once in `--base`). Each configuration runs in its own process, pinned to its
 cores from its start (`os.sched_setaffinity`, so Icechunk's threads are pinned too), on a fresh
 copy of that repository (nothing in Icechunk's caches, as in a committer pod), and commits the
-first `--groups` groups again with changed inputs, as one new month makes `vcube commit-all` do:
+first `--groups` groups again, each written whole (`common.commit_again_whole`; a new month
+sets only the new files' refs, `bench.fanin --again` measures that):
 - `one-by-one`: `commit.commit_group` per group (no second thread);
 - `pipelined`: `commit.commit_groups`, what commit-all runs (the next group's results read,
   refs built and manifests fetched in a second thread while one commits; the branch history
@@ -52,8 +53,7 @@ def child(mode: str, cores: int, groups: int, base: Path, scratch: Path) -> dict
     tmpl.digest  # noqa: B018 - computed once per process, as in `vcube commit-all`
     places.repo()
     todo = list(plan.groups)[:groups]
-    digest = commit.inputs_digest
-    commit.inputs_digest = lambda *a: digest(*a) + "-new-month"  # type: ignore[assignment]
+    common.commit_again_whole("-new-month")
     rows: list[dict[str, float]] = []
     c0, t0 = time.process_time(), time.perf_counter()
     if mode == "pipelined":

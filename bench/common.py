@@ -199,3 +199,21 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "load_avg_1m_at_start": round(load[0], 2),
     }
+
+
+def commit_again_whole(label: str) -> Callable[[], None]:
+    """From now on in this process, a committed group commits again as if one of its files had
+    changed: its inputs' digest differs, and its refs are made for every file and written over
+    the whole group (not only those of files added since: `commit.build_group_refs` is not
+    given the earlier commit). The costliest re-commit; a new month's, which sets only the new
+    files' refs, is `bench.fanin --again`. Returns what undoes it."""
+    from vcube import commit
+
+    digest, build = commit.inputs_digest, commit.build_group_refs
+    commit.inputs_digest = lambda *a: digest(*a) + label  # type: ignore[assignment]
+    commit.build_group_refs = lambda *a: build(*a[:6])  # type: ignore[assignment]
+
+    def undo() -> None:
+        commit.inputs_digest, commit.build_group_refs = digest, build
+
+    return undo

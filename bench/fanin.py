@@ -14,8 +14,10 @@ proxy (tests/support/faultproxy.py, 20 ms before every request), which counts th
   are committed by `vcube commit` in a child process each (as an Argo pod does: wall time, CPU
   of all threads, peak RSS, S3 requests); the groups between them by one long-lived child process
   (as a single committer would: per-commit wall, CPU, resident memory and requests, the trend
-  with history). With `--again N`, that process then commits its first N groups again with
-  changed inputs, at the tip of the whole history: what each commit of a new month costs.
+  with history). With `--again N`, after the last edge group, one month more is planned in every
+  series (F/4 + 1 months, the work area rewritten as `vcube plan` would, init growing the cube,
+  one more file in every shard's result), and a new long-lived process commits the first N
+  middle groups again at the tip of the whole history: what each commit of a new month costs.
 - **Concurrent writers** (design b). For N writers, a fresh repo; N child processes each commit
   their own groups to the same branch with vcube's commit code (rebase on conflict as `main` does
   when this runs); commits per minute and rebase attempts are counted in each writer.
@@ -98,19 +100,20 @@ def _summary(xs: list[float]) -> dict[str, float]:
 
 
 def prepare(
-    direct: DatasetSpec, *, groups: int, files: int
+    direct: DatasetSpec, *, groups: int, files: int, only: list[str] | None = None
 ) -> tuple[Plan, template.Template, PlannedFile]:
-    """Plan the synthetic listing and write the plan, the template and every shard result
-    into the shared work area (straight to the server: setup, not measured). No per-shard
-    lists: the commits measured here do not read them."""
+    """Plan the synthetic listing and write the plan, the template and the shard results (of
+    the groups `only`, else all) into the shared work area (straight to the server: setup, not
+    measured). No per-shard lists: the commits measured here do not read them."""
     work = prepare_work_area(direct, polygons=groups, months=files // 4, shard_lists=False)
     t0 = time.perf_counter()
+    shards = [s for g in only for s in work.plan.groups[g]] if only else list(work.shard_files)
 
     def one(sid: str) -> None:
         write_shard_results(direct, work.tmpl, work.plan, {sid: work.shard_files[sid]}, work.real)
 
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(one, work.shard_files))
+        list(pool.map(one, shards))
     common.log(
         f"fanin: {len(work.shard_files)} shard results written in {time.perf_counter() - t0:.0f} s"
     )
@@ -190,14 +193,11 @@ def run_child(args: list[str], tmp: Path) -> tuple[str, dict[str, float]]:
 # --- child entry points -------------------------------------------------------------------------
 
 
-def _commit_loop(
-    places: Places, groups: list[str], again: list[str] | None = None
-) -> list[dict[str, Any]]:
+def _commit_loop(places: Places, groups: list[str]) -> list[dict[str, Any]]:
     """Commit groups one after another in this process as `vcube commit-all` does (one Places,
-    so one open Repository, the plan and the template read once, then `commit.commit_groups`);
-    then the groups `again` a second time with changed inputs, as a new month
-    commits every group. Per commit: wall, CPU, resident memory after it, tries (Icechunk's
-    commit and rebase are wrapped to count them)."""
+    so one open Repository, the plan and the template read once, then `commit.commit_groups`).
+    Per commit: wall, CPU, resident memory after it, tries (Icechunk's commit and rebase are
+    wrapped to count them)."""
     import icechunk
 
     from vcube import workarea
@@ -222,37 +222,33 @@ def _commit_loop(
     plan = workarea.load_plan(places.work, places.spec)
     tmpl = template.load_template(places.work)
     out: list[dict[str, Any]] = []
-    digest = commit.inputs_digest
-    for rewrite, gs in ((False, groups), (True, again or [])):
-        if rewrite:
-            commit.inputs_digest = lambda *a: digest(*a) + "-again"  # type: ignore[assignment]
+    before = dict(counts)
+    c0, t0, w0 = time.process_time(), time.perf_counter(), time.monotonic()
+    # As commit-all: back to back, the next group's refs built while one commits, so a
+    # commit's figures are the interval between two results (the prepare of the next
+    # group included).
+    for g, summary, err in commit.commit_groups(places, plan, tmpl, groups):
+        c1, t1, w1 = time.process_time(), time.perf_counter(), time.monotonic()
+        res = summary or {}
+        out.append(
+            {
+                "group": g,
+                "wall_s": t1 - t0,
+                "cpu_s": c1 - c0,
+                "start": w0,
+                "end": w1,
+                "changed": res.get("changed"),
+                "refs": res.get("refs"),
+                # a writer that gives up is a result, not a crash of the bench
+                "error": None if err is None else f"{type(err).__name__}: {err}"[:300],
+                "again": False,
+                "rss_mb": common.rss_mb(),
+                **{k: counts[k] - before[k] for k in counts},
+            }
+        )
+        print(json.dumps(out[-1]), file=sys.stderr, flush=True)
         before = dict(counts)
-        c0, t0, w0 = time.process_time(), time.perf_counter(), time.monotonic()
-        # As commit-all: back to back, the next group's refs built while one commits, so a
-        # commit's figures are the interval between two results (the prepare of the next
-        # group included).
-        for g, summary, err in commit.commit_groups(places, plan, tmpl, gs):
-            c1, t1, w1 = time.process_time(), time.perf_counter(), time.monotonic()
-            res = summary or {}
-            out.append(
-                {
-                    "group": g,
-                    "wall_s": t1 - t0,
-                    "cpu_s": c1 - c0,
-                    "start": w0,
-                    "end": w1,
-                    "changed": res.get("changed"),
-                    "refs": res.get("refs"),
-                    # a writer that gives up is a result, not a crash of the bench
-                    "error": None if err is None else f"{type(err).__name__}: {err}"[:300],
-                    "again": rewrite,
-                    "rss_mb": common.rss_mb(),
-                    **{k: counts[k] - before[k] for k in counts},
-                }
-            )
-            print(json.dumps(out[-1]), file=sys.stderr, flush=True)
-            before = dict(counts)
-            c0, t0, w0 = c1, t1, w1
+        c0, t0, w0 = c1, t1, w1
     return out
 
 
@@ -262,7 +258,6 @@ def child_main(argv: list[str]) -> None:
     ap.add_argument("spec")
     ap.add_argument("--groups", required=True)
     ap.add_argument("--ready-dir", help="say ready here, then wait for the file `go`")
-    ap.add_argument("--again", default="", help="then commit these again, inputs changed")
     a = ap.parse_args(argv)
     os.environ.setdefault("ICECHUNK_LOG", "error")
     from vcube import spec as spec_mod
@@ -274,7 +269,7 @@ def child_main(argv: list[str]) -> None:
         (ready / str(os.getpid())).touch()
         while not (ready / "go").exists():
             time.sleep(0.01)
-    res = _commit_loop(places, a.groups.split(","), [g for g in a.again.split(",") if g])
+    res = _commit_loop(places, a.groups.split(","))
     print(json.dumps(res))
 
 
@@ -316,8 +311,6 @@ def commit_cost(
     if middle:
         fill = path if not fill_direct else _write_spec(direct, tmp / "cost-direct.yaml")
         cmd = ["loop", str(fill), "--groups", ",".join(middle)]
-        if again:  # at the tip of the whole middle: what a new month's commits cost
-            cmd += ["--again", ",".join(middle[:again])]
         out, ru = run_child(cmd, tmp)
         loop = json.loads(out.strip().splitlines()[-1])
         for r in loop:
@@ -330,7 +323,31 @@ def commit_cost(
     res["middle_wall_s"] = time.monotonic() - t0
     res["tip"] = _cli_series(path, last, proxy, tmp)
     res["history_commits_before_tip"] = 1 + len(first) + len(middle)
+    if again and middle:
+        res["new_month"] = _new_month(s, direct, path, middle[:again])
+        # (as before: the re-commits follow the loop's own, flagged `again`)
+        res["one_process"]["commits"] += res["new_month"]["commits"]
     return res
+
+
+def _new_month(s: Setup, direct: DatasetSpec, path: Path, groups: list[str]) -> dict[str, Any]:
+    """One more month in every series, as a refresh finds it: plan and init (straight to the
+    server: setup), the shard results of `groups` with their one new file each, then one new
+    long-lived process (commit-all in the refresh's own pod) commits `groups` through the
+    proxy. Its rows are flagged `again`."""
+    files = s.plan.n_files // len(s.plan.groups) + 4
+    plan, tmpl, pf = prepare(direct, groups=len(s.plan.groups), files=files, only=groups)
+    commit.init_cube(Places.of(direct), plan, tmpl, pf)
+    out, ru = run_child(["loop", str(path), "--groups", ",".join(groups)], s.tmp)
+    rows = json.loads(out.strip().splitlines()[-1])
+    for r in rows:
+        recs = _requests(s.proxy, r["start"], r["end"])
+        r["requests"] = len(recs)
+        r["round_trips"] = round_trips(recs)
+        r["in_flight_s"] = in_flight_s(recs)
+        r["by_kind"] = _by_kind(recs)
+        r["again"] = True
+    return {"files_per_group": files, "commits": rows, "rusage": ru}
 
 
 def _cli_series(path: Path, groups: list[str], proxy: FaultProxy, tmp: Path) -> dict[str, Any]:
@@ -465,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
         "--again",
         type=int,
         default=0,
-        help="the long-lived loop then commits its first N groups again (a new month)",
+        help="then one month more everywhere: its first N middle groups committed again",
     )
     ap.add_argument(
         "--fill-direct",
