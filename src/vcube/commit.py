@@ -491,7 +491,9 @@ def build_group_refs(
             ]
         )
         found.append((wheres, urls, etags, mtimes))
-    placed = sorted((name, p.chunks) for name, p in placers.items())
+    placed = sorted(
+        (v.name, placers[v.name].chunks, _rendered(v, placers[v.name].chunks)) for v in virt
+    )
     counts = [len(r.meta["files"]) for r in results]
     appendable = {
         "files": counts,
@@ -553,17 +555,34 @@ def build_group_refs(
     return GroupRefs(group, results, n_files, specs, indices, appendable, base)
 
 
+_RENDERED: dict[tuple[str, str, tuple[int, ...]], str] = {}
+
+
+def _rendered(v: VarSchema, chunks: list[int]) -> str:
+    """The array's zarr.json as init writes it, but its shape, for its cube chunks `chunks`
+    (per file dim): if it differs, init dropped the array's chunks (`_ensure_array`). Once per
+    process and chunking (~0.3 ms each)."""
+    key = (json.dumps(v.zarr, sort_keys=True), v.name, tuple(chunks))
+    if key not in _RENDERED:
+        by_dim = dict(zip(v.file_dims, chunks, strict=True))  # as `layout.array_chunks`
+        md = _array_metadata(v, [0] * len(v.dims), [by_dim.get(d, 1) for d in v.dims])
+        doc = json.loads(md.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes())
+        doc.pop("shape", None)
+        _RENDERED[key] = json.dumps(doc, sort_keys=True)
+    return _RENDERED[key]
+
+
 def _refs_digest(
     template: Template,
-    placed: list[tuple[str, list[int]]],
+    placed: list[tuple[str, list[int], str]],
     results: list[ShardResult],
     sources: list[list[str]],
     counts: list[int],
 ) -> str:
     """A digest of everything the refs of the first `counts[i]` files of each shard result are
-    made from: the template, each virtual array's cube chunks, each file's key, size, URL,
-    checksum and places in the cube, and its scanned offsets and lengths. Equal digests, equal
-    refs."""
+    made from: the template, each virtual array's cube chunks and metadata, each file's key,
+    size, URL, checksum and places in the cube, and its scanned offsets and lengths. Equal
+    digests, equal refs."""
     h = hashlib.sha256(json.dumps([template.digest, placed, counts]).encode())
     for res, lines, n in zip(results, sources, counts, strict=True):
         h.update(json.dumps([res.meta["shard"], lines[:n]]).encode())

@@ -99,10 +99,11 @@ def test_a_changed_committed_file_makes_its_group_written_whole(
 
 
 def test_refs_digest_decides_what_is_written(
-    two_months: tuple[Path, DatasetSpec, dict[str, int]],
+    two_months: tuple[Path, DatasetSpec, dict[str, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Against the group's commit: only the new files. Against a commit that records no digest
-    (an older vcube), a wrong one, or more files than the shards hold: every file."""
+    (an older vcube), a wrong one, or more files than the shards hold, or when init would
+    render an array's metadata otherwise (so it dropped its chunks): every file."""
     root, spec, _ = two_months
     write_sample_archive(root, **SMALL)
     steps.plan_step(spec)
@@ -131,6 +132,9 @@ def test_refs_digest_decides_what_is_written(
             places, plan, tmpl, "000", done=SimpleNamespace(id=done.id, metadata=md)
         )
         assert refs.base is None and sum(map(len, refs.specs.values())) == n_whole, md
+    monkeypatch.setattr(commit, "_rendered", lambda v, chunks: "other zarr.json")
+    refs = commit.build_group_refs(places, plan, tmpl, "000", done=done)
+    assert refs.base is None and sum(map(len, refs.specs.values())) == n_whole
 
 
 def test_another_writer_committing_the_group_first_wins_once(
