@@ -453,10 +453,11 @@ def render(results: Path) -> list[str]:
         f"{budget:.2f} s per commit: a group committed again at the tip takes "
         f"{(m.commit_cpu_first + m.commit_cpu_slope * GROUPS + m.rewrite_cpu_extra):.2f} s "
         f"of CPU and {m.commit_round_trips + m.rewrite_round_trips:.0f} sequential round "
-        "trips. Where the CPU goes (`profile_commit.txt`, `profile_commit_rewrite.txt`): more than "
-        "half is Icechunk's own (`Session.commit`, which grows with the manifests in the "
-        "snapshot, and `set_virtual_refs`), so the rest of vcube's commit cannot close the gap "
-        'alone; see bench/README.md, "Commit at the tip", for what would.',
+        "trips. It sets only the refs of its shards' new files (`commit.build_group_refs`: the "
+        "files its last commit holds are proven unchanged by a digest); most of what is left is "
+        "Icechunk's `Session.commit`, which rewrites the group's manifests and a snapshot "
+        "listing every group's. A group written whole again (one of its files changed) costs "
+        "more: `profile_commit_rewrite.txt`.",
     ]
     lines += [
         "",
@@ -518,9 +519,10 @@ def commit_lines(m: Measured, c0: float, c690: float) -> list[str]:
         t = m.tip
         return [
             f"- one commit by the long-lived committer (`{TIP}`: {t['history']} groups committed "
-            "back to back over S3 at 20 ms as `vcube commit-all` does, then "
-            f"{t['n']} of them again; medians of the last {t['n']} new and of the "
-            f"{t['n']} again): CPU {m.commit_cpu_first:.2f} s on a fresh branch (`{COMMIT_NOW}`)"
+            "back to back over S3 at 20 ms as `vcube commit-all` does, then one month more "
+            f"everywhere and {t['n']} of them committed again by a new process; medians of the "
+            f"last {t['n']} new and of the {t['n']} again): CPU {m.commit_cpu_first:.2f} s on a "
+            f"fresh branch (`{COMMIT_NOW}`)"
             f", {t['new']['cpu_s']:.2f} s at the tip, {t['again']['cpu_s']:.2f} s for a group "
             f"committed again; {t['new']['round_trips']:.0f} and "
             f"{t['again']['round_trips']:.0f} sequential round trips: {c0:.2f} s on a fresh "

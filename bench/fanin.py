@@ -114,9 +114,7 @@ def prepare(
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, shards))
-    common.log(
-        f"fanin: {len(work.shard_files)} shard results written in {time.perf_counter() - t0:.0f} s"
-    )
+    common.log(f"fanin: {len(shards)} shard results written in {time.perf_counter() - t0:.0f} s")
     return work.plan, work.tmpl, work.first
 
 
