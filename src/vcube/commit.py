@@ -145,7 +145,14 @@ def init_cube(places: Places, plan: Plan, template: Template, template_file: Any
             arr[:] = values
     # Variables that do not vary along a concat dim come from the template file, once.
     prev = history(repo, spec.target.branch).init
-    if prev is None or prev.metadata.get("template") != template.digest:
+    # (Also when the template file itself was rewritten: its refs carry its checksum, and its
+    # new content may put the static chunks elsewhere.)
+    revision = template_file.revision
+    if (
+        prev is None
+        or prev.metadata.get("template") != template.digest
+        or prev.metadata.get("template_file") != revision
+    ):
         _write_static(spec, template, store, src, template_file)
         # Readers open the repo with the stored config: it must hold the virtual chunk
         # container even if a crash hit between creating the repo and this first commit.
@@ -154,7 +161,12 @@ def init_cube(places: Places, plan: Plan, template: Template, template_file: Any
         return {"step": "init", "changed": False, "seconds": round(time.perf_counter() - t0, 3)}
     snap = session.commit(
         f"init: {len(template.variables)} arrays for plan {plan.digest}",
-        metadata={META_KIND: "init", "plan": plan.digest, "template": template.digest},
+        metadata={
+            META_KIND: "init",
+            "plan": plan.digest,
+            "template": template.digest,
+            "template_file": revision,
+        },
     )
     return {
         "step": "init",

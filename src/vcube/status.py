@@ -64,19 +64,31 @@ def needs_work(plan: Plan, hist: History, template: Template | None) -> dict[str
 
 
 def current_template(
-    places: Places, plan: Plan, shard_files: dict[str, list[PlannedFile]] | None = None
+    places: Places,
+    plan: Plan,
+    hist: History,
+    shard_files: dict[str, list[PlannedFile]] | None = None,
 ) -> Template | None:
     """The template `init` will use for this plan, if it is the stored one (else None: init
-    derives a new one, and every group's inputs change with it). With `shard_files`, the
+    derives a new one, and every group's inputs may change with it). With `shard_files`, the
     plan's file lists are taken from there rather than from the work area."""
     try:
         tmpl = load_template(places.work)
         pf = workarea.template_file(places.work, places.spec, plan, shard_files)
     except (TemplateError, PlanError):
         return None
-    if tmpl.source_key != pf.key or tmpl.spec_digest != places.spec.digest():
-        return None
-    return tmpl
+    return tmpl if template_holds(tmpl, places.spec, pf, hist) else None
+
+
+def template_holds(tmpl: Template, spec: DatasetSpec, pf: PlannedFile, hist: History) -> bool:
+    """Is `tmpl` still the template of the cube (`init` derives a new one if not)? It is not
+    when the template file or the spec changed, or when the template file was rewritten since
+    the last init read it (its revision, recorded in the init commit; a repository whose init
+    did not record one is taken as unchanged)."""
+    if tmpl.source_key != pf.key or tmpl.spec_digest != spec.digest():
+        return False
+    read = hist.init.metadata.get("template_file", pf.revision) if hist.init else pf.revision
+    return bool(read == pf.revision)
 
 
 def read_history(places: Places) -> History:

@@ -80,8 +80,9 @@ def work_items(
     """
     places = Places.of(spec)
     check_groups(plan, only)
-    current = status.current_template(places, plan, shard_files)
-    needs = status.needs_work(plan, status.read_history(places), current)
+    hist = status.read_history(places)
+    current = status.current_template(places, plan, hist, shard_files)
+    needs = status.needs_work(plan, hist, current)
     todo = [g for g in plan.groups if needs[g] and (not only or g in only)]
     shards = [s for g in todo for s in plan.groups[g]]
     estimates = packing.estimate_scan_work(
@@ -104,7 +105,10 @@ def init_step(spec: DatasetSpec | Places) -> dict[str, Any]:
     pf = workarea.template_file(places.work, spec, plan)
     try:
         tmpl = template.load_template(places.work)
-        if tmpl.source_key != pf.key or tmpl.spec_digest != spec.digest():
+        # (A template file rewritten since the last init may bring other attributes: the
+        # template is derived again; if it comes out the same, so does its digest, and nothing
+        # else is redone.)
+        if not status.template_holds(tmpl, spec, pf, status.read_history(places)):
             raise template.TemplateError("the template file or the spec changed")
     except template.TemplateError:
         tmpl = template.derive_template(places.source, spec, pf.key)

@@ -179,3 +179,21 @@ def test_another_writer_committing_the_group_first_wins_once(
         since.append(s.metadata.get("group"))
     assert sorted(g for g in since if g) == ["000", "001"]  # one commit each
     _assert_equals_clean_build(spec, root, make_spec)
+
+
+def test_a_rewritten_template_file_is_referenced_again(
+    two_months: tuple[Path, DatasetSpec, dict[str, int]], tmp_path: Path, make_spec: Any
+) -> None:
+    """The static variables are referenced from the template file (the cube's first file), with
+    its checksum, and the template (attributes too) is derived from it. Rewritten with other
+    content, it makes plan list every group, init derive the template and reference the static
+    variables again (Icechunk refused the old refs' checksum), and the cube equal a clean build."""
+    root, spec, _ = two_months
+    other = tmp_path / "other"
+    write_sample_archive(other, **{**SMALL, "months": 2, "seed": 7})
+    work = Places.of(spec).work
+    pf = workarea.template_file(work, spec, workarea.load_plan(work, spec))
+    shutil.copyfile(other / pf.key, root / pf.key)
+    assert steps.plan_step(spec)["todo"] == 2  # 001's files did not change, the template did
+    run_local(spec, workers=2, progress=False)
+    _assert_equals_clean_build(spec, root, make_spec)
