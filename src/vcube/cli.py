@@ -105,7 +105,11 @@ def _progress_writer() -> Callable[[int, int], None] | None:
         return None
 
     def write(done: int, total: int) -> None:
-        Path(path).write_text(f"{done}/{total}")
+        # Whole or not at all: a reader (Argo's executor, a test) never sees it half-written
+        # (write_text truncates first, and an empty file was read once between the two).
+        tmp = Path(f"{path}.{os.getpid()}.tmp")
+        tmp.write_text(f"{done}/{total}")
+        tmp.replace(path)
 
     return write
 
