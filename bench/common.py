@@ -211,7 +211,7 @@ def commit_again_whole(label: str) -> Callable[[], None]:
 
     digest, build = commit.inputs_digest, commit.build_group_refs
     commit.inputs_digest = lambda *a: digest(*a) + label  # type: ignore[assignment]
-    commit.build_group_refs = lambda *a: build(*a[:6])  # type: ignore[assignment]
+    commit.build_group_refs = lambda *a, **k: build(*a, **{**k, "done": None})  # type: ignore[assignment]
 
     def undo() -> None:
         commit.inputs_digest, commit.build_group_refs = digest, build

@@ -82,6 +82,14 @@ def _path_coord_metadata(name: str, keys: list[str], chunk: int) -> tuple[ArrayV
     return md, values
 
 
+def _zarr_doc(md: ArrayV3Metadata) -> dict[str, Any]:
+    """An array's zarr.json as written, parsed (compared as JSON: key order is not a change)."""
+    doc: dict[str, Any] = json.loads(
+        md.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
+    )
+    return doc
+
+
 def _set_json(store: Any, key: str, md: ArrayV3Metadata | bytes) -> bool:
     """Write a zarr.json document if it differs from the stored one; True if written."""
     proto = default_buffer_prototype()
@@ -181,7 +189,7 @@ def _ensure_array(store: Any, name: str, md: ArrayV3Metadata, *, keep_values: bo
     """Give an array this metadata. A new shape on the same chunk grid is a metadata change; a
     new chunking drops the chunks, and with `keep_values` the values are written back."""
     proto = default_buffer_prototype()
-    new = json.loads(md.to_buffer_dict(proto)["zarr.json"].to_bytes())
+    new = _zarr_doc(md)
     old_buf = sync(store.get(f"{name}/zarr.json", prototype=proto))
     old = json.loads(old_buf.to_bytes()) if old_buf is not None else None
     if old == new:
@@ -356,7 +364,7 @@ def _commit_one(
             # that commit of the group only, so it is built again when the group moved.)
             data = prepared.result() if prepared is not None else None
             prepared = None
-            refs_of = build_group_refs(places, plan, template, group, on_file, data, done)
+            refs_of = build_group_refs(places, plan, template, group, on_file, data, done=done)
         n_files, refs = _write_group(
             places, plan, template, session.store, refs_of, done is not None
         )
@@ -504,7 +512,8 @@ def build_group_refs(
         )
         found.append((wheres, urls, etags, mtimes))
     placed = sorted(
-        (v.name, placers[v.name].chunks, _rendered(v, placers[v.name].chunks)) for v in virt
+        (v.name, placers[v.name].chunks, _rendered(template, v, placers[v.name].chunks))
+        for v in virt
     )
     counts = [len(r.meta["files"]) for r in results]
     appendable = {
@@ -525,11 +534,7 @@ def build_group_refs(
     for res, first, (wheres, urls, etags, mtimes) in zip(results, start, found, strict=True):
         files = res.meta["files"]
         done_files += len(files)
-        if first == len(files):
-            if on_file:
-                on_file(done_files, n_files)
-            continue  # nothing added to this shard
-        for v in virt:
+        for v in virt if first < len(files) else []:  # (none when nothing was added)
             out = specs[v.name]
             placer = placers[v.name]
             fast = placer.one_chunk_refs(
@@ -545,9 +550,8 @@ def build_group_refs(
                     for k, idx, off, n in zip(at, index, offs, lens, strict=True)
                 ]
                 continue
-            for i, fmeta in enumerate(files):
-                if i < first:
-                    continue
+            for i in range(first, len(files)):
+                fmeta = files[i]
                 for index1, off1, n1 in placer.refs(
                     fmeta["key"], wheres[i], res.offsets[v.name][i], res.lengths[v.name][i]
                 ):
@@ -570,15 +574,14 @@ def build_group_refs(
 _RENDERED: dict[tuple[str, str, tuple[int, ...]], str] = {}
 
 
-def _rendered(v: VarSchema, chunks: list[int]) -> str:
+def _rendered(template: Template, v: VarSchema, chunks: list[int]) -> str:
     """The array's zarr.json as init writes it, but its shape, for its cube chunks `chunks`
     (per file dim): if it differs, init dropped the array's chunks (`_ensure_array`). Once per
-    process and chunking (~0.3 ms each)."""
-    key = (json.dumps(v.zarr, sort_keys=True), v.name, tuple(chunks))
+    process, template and chunking (~0.3 ms each)."""
+    key = (template.digest, v.name, tuple(chunks))
     if key not in _RENDERED:
         by_dim = dict(zip(v.file_dims, chunks, strict=True))  # as `layout.array_chunks`
-        md = _array_metadata(v, [0] * len(v.dims), [by_dim.get(d, 1) for d in v.dims])
-        doc = json.loads(md.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes())
+        doc = _zarr_doc(_array_metadata(v, [0] * len(v.dims), [by_dim.get(d, 1) for d in v.dims]))
         doc.pop("shape", None)
         _RENDERED[key] = json.dumps(doc, sort_keys=True)
     return _RENDERED[key]

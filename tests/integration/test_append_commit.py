@@ -16,6 +16,7 @@ import pytest
 import xarray as xr
 
 from tests.conftest import SMALL
+from tests.integration.test_refresh import _virtual_refs
 from vcube import commit, steps, template, validate, workarea
 from vcube.places import Places
 from vcube.repo import history
@@ -34,12 +35,6 @@ def _group_commits(spec: DatasetSpec) -> list[dict[str, Any]]:
     ]
 
 
-def _refs(spec: DatasetSpec) -> dict[str, tuple[str, int, int, int]]:
-    tmpl = template.load_template(Places.of(spec).work)
-    names = [v.name for v in tmpl.variables.values() if v.kind == "virtual"]
-    return validate.cube_refs(Places.of(spec).repo().readonly_session("main").store, names)
-
-
 def _assert_equals_clean_build(spec: DatasetSpec, root: Path, make_spec: Any) -> None:
     _, clean = make_spec(root, name="clean")
     run_local(clean, workers=2, progress=False)
@@ -48,8 +43,8 @@ def _assert_equals_clean_build(spec: DatasetSpec, root: Path, make_spec: Any) ->
         validate.open_cube(clean, decode_times=False) as b,
     ):
         xr.testing.assert_identical(a.load(), b.load())
-    refs = _refs(spec)
-    assert refs and refs == _refs(clean)
+    refs = _virtual_refs(spec)
+    assert refs and refs == _virtual_refs(clean)
 
 
 @pytest.fixture
@@ -132,7 +127,7 @@ def test_refs_digest_decides_what_is_written(
             places, plan, tmpl, "000", done=SimpleNamespace(id=done.id, metadata=md)
         )
         assert refs.base is None and sum(map(len, refs.specs.values())) == n_whole, md
-    monkeypatch.setattr(commit, "_rendered", lambda v, chunks: "other zarr.json")
+    monkeypatch.setattr(commit, "_rendered", lambda tmpl, v, chunks: "other zarr.json")
     refs = commit.build_group_refs(places, plan, tmpl, "000", done=done)
     assert refs.base is None and sum(map(len, refs.specs.values())) == n_whole
 

@@ -159,7 +159,9 @@ def test_the_committer_runs_with_the_bounded_cache(
         digest, build = commit.inputs_digest, commit.build_group_refs
         monkeypatch.setattr(commit, "inputs_digest", lambda *a: digest(*a) + "-again")
         # written whole (its files unchanged, only new files' refs would be set: none)
-        monkeypatch.setattr(commit, "build_group_refs", lambda *a: build(*a[:6]))
+        monkeypatch.setattr(
+            commit, "build_group_refs", lambda *a, **k: build(*a, **{**k, "done": None})
+        )
         n0 = len(proxy.stats.records)
         assert commit.commit_group(places, plan, tmpl, "000")["changed"]
         recs = proxy.stats.records[n0:]
