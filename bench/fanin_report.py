@@ -370,19 +370,6 @@ def tip_stats(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _again_text(run: dict[str, Any], n: int) -> str:
-    month = run["cost"].get("new_month")
-    if month is None:  # runs before the new month was real: the same inputs, digest changed
-        return f"commits {n} of them again with changed inputs at the tip"
-    return (
-        f"one month more is planned in every series ({month['files_per_group']} files per "
-        "group), init grows the cube, and a new long-lived process (a refresh's commit-all) "
-        f"commits {n} of the groups again at the tip, each shard with its one new file: what a "
-        "new month does to every group (only the new files' refs are set, "
-        "`commit.build_group_refs`)"
-    )
-
-
 def tip_section(results: Path) -> list[str]:
     run = _load(results / TIP)
     if not run:
@@ -395,8 +382,12 @@ def tip_section(results: Path) -> list[str]:
         f"`{run['command']}` (code {run['code']}, `{TIP}`, load average "
         f"{run['machine']['load_avg_1m_at_start']} at the start): one long-lived process "
         f"commits {t['history']} groups back to back through the 20 ms proxy "
-        "(`commit.commit_groups`: the next group's results read and refs built in a second "
-        f"thread while one commits), then {_again_text(run, t['n'])}. Per commit = the "
+        "(`commit.commit_groups`: the next group's results read in a second thread while one "
+        "commits), then one month more is planned in every series "
+        f"({run['cost']['new_month']['files_per_group']} files per group), init grows the cube, "
+        f"and a new long-lived process (a refresh's commit-all) commits {t['n']} of the groups "
+        "again at the tip, each shard with its one new file: what a new month does to every "
+        "group (only the new files' refs are set, `commit.build_group_refs`). Per commit = the "
         f"interval between two results, medians of {t['n']}:",
         "",
         "| at the tip | CPU s | wall s (moto on 2 loaded cores) | sequential round trips "
